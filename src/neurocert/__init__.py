@@ -1,0 +1,44 @@
+"""neurocert: neuron explanations with certified faithfulness and bootstrap stability."""
+
+from __future__ import annotations
+
+from .bounds import faithfulness_bound, required_samples
+from .exceptions import (
+    LowFrequencyAccuracyWarning,
+    NeurocertError,
+    NeurocertWarning,
+    NoBoundWarning,
+    OptionalDependencyError,
+    SchemaError,
+    UndefinedSimilarityWarning,
+    ValidationError,
+)
+from .identify import IdentificationResult, LayerSummary, identify
+from .metrics import Metric, MetricOptions, available_metrics, get_metric, register_metric, unregister_metric
+from .similarity import similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LowFrequencyAccuracyWarning",
+    "Metric",
+    "MetricOptions",
+    "NeurocertError",
+    "NeurocertWarning",
+    "NoBoundWarning",
+    "OptionalDependencyError",
+    "SchemaError",
+    "UndefinedSimilarityWarning",
+    "ValidationError",
+    "__version__",
+    "IdentificationResult",
+    "LayerSummary",
+    "available_metrics",
+    "identify",
+    "faithfulness_bound",
+    "get_metric",
+    "register_metric",
+    "required_samples",
+    "similarity",
+    "unregister_metric",
+]
