@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bootstrap import bootstrap_explain
 from .bounds import faithfulness_bound, required_samples
 from .exceptions import (
     LowFrequencyAccuracyWarning,
@@ -13,6 +14,7 @@ from .exceptions import (
     UndefinedSimilarityWarning,
     ValidationError,
 )
+from .explanation import ExplanationResult
 from .identify import IdentificationResult, LayerSummary, identify
 from .metrics import Metric, MetricOptions, available_metrics, get_metric, register_metric, unregister_metric
 from .similarity import similarity
@@ -31,9 +33,11 @@ __all__ = [
     "UndefinedSimilarityWarning",
     "ValidationError",
     "__version__",
+    "ExplanationResult",
     "IdentificationResult",
     "LayerSummary",
     "available_metrics",
+    "bootstrap_explain",
     "identify",
     "faithfulness_bound",
     "get_metric",

@@ -1,0 +1,293 @@
+"""Replicate engines: the explanation (argmax concept) of every neuron under many weight vectors.
+
+Each engine takes a weight matrix ``W`` of shape ``(n_replicates, n_samples)`` and
+returns a :class:`Votes` record: per replicate and neuron the winning concept
+(lowest index among exact ties, ``-1`` for "none") and the number of tied
+winners, and the similarity of a few tracked concepts (for descriptive intervals).
+Engines never materialize resampled data; they use weighted sufficient
+statistics:
+
+* **count** metrics: per neuron, only the samples that can be active matter (the
+  active set of a fixed threshold, or the top region of the sorted activations
+  for ``top_frac``, whose cut-off is recomputed per replicate from cumulative
+  weights), so ``tp = (W_S * mask) @ Z_S[:, candidates]`` is a small product;
+  concept and total weights ``W @ Z`` are shared by all neurons.
+* **rank** metrics (AUROC): weighted midranks per replicate from cumulative
+  weights in each neuron's fixed sort order, then ``(W * R) @ Z[:, candidates]``
+  in float64 (half-integers: exact, order-independent).
+* **generic**: the library's own statistics under ``sample_weight = W[b]``.
+
+All count arithmetic is on small integers in float32 (exact below 2**24) or
+float64, so results are bitwise identical for any chunking of replicates or
+neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .binarize import top_frac_target
+from .metrics import Metric
+from .similarity import Prepared, compute_stats
+
+__all__ = ["Votes", "argmax_votes", "count_engine", "generic_engine", "rank_engine"]
+
+
+@dataclass(frozen=True)
+class Votes:
+    """Replicate explanations.
+
+    Attributes
+    ----------
+    winner : ndarray (n_replicates, n_neurons) int64
+        Lowest-index winning concept; -1 when every concept is NaN or at the
+        metric's minimum ("none").
+    n_tied : ndarray (n_replicates, n_neurons) int64
+        Number of exactly tied winners (the vote is split equally among them).
+    votes : ndarray (n_neurons, n_concepts + 1) float64
+        Summed votes over the replicates; the last column is "none".
+    tracked : ndarray (n_replicates, n_neurons, n_tracked) float64
+        Replicate similarity of the tracked concepts (NaN if undefined).
+    """
+
+    winner: np.ndarray
+    n_tied: np.ndarray
+    votes: np.ndarray
+    tracked: np.ndarray
+
+
+def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
+                 n_concepts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Winners of replicate similarities ``sim (B, K)`` over candidate concepts ``cand (K,)``.
+
+    NaN never wins; if every value is NaN or equals the metric's minimum the
+    outcome is "none" (-1). Exact ties split the vote.
+
+    Returns
+    -------
+    winner (B,), n_tied (B,), votes (n_concepts + 1,)
+    """
+    filled = np.where(np.isnan(sim), -np.inf, sim)
+    top = filled.max(axis=1)
+    none = ~(top > lower)
+    is_max = (filled == top[:, None]) & ~none[:, None]
+    n_tied = is_max.sum(axis=1)
+    # lowest concept index among the tied (candidates may not be sorted)
+    idx = np.where(is_max, cand[None, :], np.iinfo(np.int64).max)
+    winner = np.where(none, -1, idx.min(axis=1))
+    votes = np.zeros(n_concepts + 1)
+    share = np.where(n_tied > 0, 1.0 / np.maximum(n_tied, 1), 0.0)
+    np.add.at(votes, np.broadcast_to(cand, is_max.shape)[is_max],
+              np.broadcast_to(share[:, None], is_max.shape)[is_max])
+    votes[-1] = float(none.sum())
+    return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), votes
+
+
+def _binary_concepts(p: Prepared):
+    c = p.concepts
+    if sp.issparse(c):
+        z = sp.csr_matrix((c >= 0.5).astype(np.float32))
+        z.eliminate_zeros()
+        return z
+    return (np.asarray(c) >= 0.5).astype(np.float32)
+
+
+def _concept_weights(z, w: np.ndarray) -> np.ndarray:
+    """``W @ Z`` (B, C) in float64 (exact for integer weights)."""
+    if sp.issparse(z):
+        return np.asarray((z.T @ w.T).T, dtype=np.float64)
+    return (w @ z).astype(np.float64)
+
+
+def _rows(z, idx: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    sub = z[idx][:, cols]
+    return sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+
+
+class CountSupport:
+    """Per-neuron support of a count metric: which samples can be active, in which order.
+
+    For a fixed threshold (or 0/1 activations) the support is the active set. For
+    ``top_frac`` it is the top of the descending sort, long enough that every
+    replicate's cut-off falls inside it; if a replicate needs more, the support
+    of that neuron is extended (exactly, never approximately).
+    """
+
+    def __init__(self, p: Prepared, neuron: int, margin: float = 6.0) -> None:
+        a = np.asarray(p.activations[:, neuron], dtype=np.float64)
+        self.n = a.size
+        self.top_frac = p.top_frac
+        if p.top_frac is None:
+            active = a > p.threshold if p.threshold is not None else a == 1
+            self.index = np.flatnonzero(active)
+            self.values = None
+            return
+        self.order = np.argsort(-a, kind="stable")
+        self.sorted = a[self.order]
+        k = p.top_frac * self.n
+        self._length = int(min(self.n, np.ceil(k + margin * np.sqrt(k + 1) + 32)))
+        self._set_length(self._length)
+
+    def _set_length(self, length: int) -> None:
+        s = self.sorted
+        # never cut a tie group
+        while length < self.n and s[length] == s[length - 1]:
+            length += 1
+        self._length = length
+        self.index = self.order[:length]
+        vals = s[:length]
+        # last position of each tie group
+        is_end = np.ones(length, dtype=bool)
+        is_end[:-1] = vals[1:] != vals[:-1]
+        pos = np.arange(length)
+        self.tie_end = np.minimum.accumulate(np.where(is_end, pos, length - 1)[::-1])[::-1]
+
+    def extend(self) -> bool:
+        """Double the support; False when it already covers every sample."""
+        if self._length >= self.n:
+            return False
+        self._set_length(min(self.n, 2 * self._length))
+        return True
+
+    def mask(self, ws: np.ndarray, totals: np.ndarray) -> np.ndarray | None:
+        """Active mask over the support for each replicate, or None if the support is too short."""
+        if self.top_frac is None:
+            return None
+        k = np.array([top_frac_target(self.top_frac, float(t)) for t in totals])
+        cw = np.cumsum(ws, axis=1, dtype=np.float64)
+        reached = cw[:, -1] >= k - 1e-9 * np.maximum(1.0, k)
+        if not reached.all() and self._length < self.n:
+            return None
+        first = np.argmax(cw >= (k - 1e-9 * np.maximum(1.0, k))[:, None], axis=1)
+        first = np.where(reached, first, self._length - 1)
+        end = self.tie_end[first]
+        return np.arange(self._length)[None, :] <= end[:, None]
+
+
+def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
+                 tracked: np.ndarray, supports: list[CountSupport]) -> Votes:
+    """Replicate explanations of a count metric (fixed threshold or ``top_frac``)."""
+    metric: Metric = p.metric
+    z = _binary_concepts(p)
+    base = p.sample_weight
+    if base is not None:
+        w = w * base[None, :].astype(w.dtype)
+    totals = w.sum(axis=1, dtype=np.float64)
+    cw = _concept_weights(z, w)
+    b, n_neurons = w.shape[0], p.n_neurons
+    winner = np.empty((b, n_neurons), np.int64)
+    n_tied = np.empty((b, n_neurons), np.int64)
+    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    track = np.empty((b, n_neurons, tracked.shape[1]))
+    for j in range(n_neurons):
+        sup = supports[j]
+        cand = candidates[j]
+        cols = np.union1d(cand, tracked[j])
+        while True:
+            ws = w[:, sup.index]
+            mask = sup.mask(ws, totals)
+            if mask is not None or sup.top_frac is None:
+                break
+            sup.extend()
+        if mask is not None:
+            ws = ws * mask
+        active = ws.sum(axis=1, dtype=np.float64)
+        zs = _rows(z, sup.index, cols).astype(np.float32)
+        tp = (ws.astype(np.float32) @ zs).astype(np.float64)
+        f = active[:, None]
+        c = cw[:, cols]
+        s = totals[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = metric.formula(tp, f, c, s, p.options)
+        from .metrics import _COUNT_SPECS  # defined-ness rules of the built-ins
+
+        defined = _COUNT_SPECS[metric.name][1](tp, f, c, s, p.options)
+        sim = np.where(defined, val, np.nan)
+        pos = np.searchsorted(cols, cand)
+        winner[:, j], n_tied[:, j], votes[j] = argmax_votes(sim[:, pos], cand, metric.lower,
+                                                            p.n_concepts)
+        track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
+    return Votes(winner, n_tied, votes, track)
+
+
+class RankSupport:
+    """Per-neuron fixed sort order and tie structure for weighted midranks."""
+
+    def __init__(self, p: Prepared, neuron: int) -> None:
+        a = np.asarray(p.activations[:, neuron], dtype=np.float64)
+        n = a.size
+        self.order = np.argsort(a, kind="stable")
+        s = a[self.order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = s[1:] != s[:-1]
+        pos = np.arange(n)
+        self.start = np.maximum.accumulate(np.where(new, pos, 0))
+        is_end = np.ones(n, dtype=bool)
+        is_end[:-1] = new[1:]
+        self.end = np.minimum.accumulate(np.where(is_end, pos, n - 1)[::-1])[::-1]
+
+
+def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
+                tracked: np.ndarray, supports: list[RankSupport]) -> Votes:
+    """Replicate explanations of AUROC from weighted midranks."""
+    metric = p.metric
+    z = _binary_concepts(p)
+    base = p.sample_weight
+    wf = w.astype(np.float64)
+    if base is not None:
+        wf = wf * base[None, :]
+    totals = wf.sum(axis=1)
+    pw = _concept_weights(z, wf)
+    b, n_neurons = w.shape[0], p.n_neurons
+    winner = np.empty((b, n_neurons), np.int64)
+    n_tied = np.empty((b, n_neurons), np.int64)
+    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    track = np.empty((b, n_neurons, tracked.shape[1]))
+    for j in range(n_neurons):
+        sup = supports[j]
+        cand = candidates[j]
+        cols = np.union1d(cand, tracked[j])
+        ws = wf[:, sup.order]
+        cum = np.cumsum(ws, axis=1)
+        before = cum - ws
+        r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
+        zs = _rows(z, sup.order, cols).astype(np.float64)
+        num = (r_sorted * ws) @ zs  # sum_i w_i R_i z_ic, exact (half-integers)
+        pos_w = pw[:, cols]
+        den = pos_w * (totals[:, None] - pos_w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auc = (num - 0.5 * pos_w * pos_w) / den
+        sim = np.where(den > 0, auc, np.nan)
+        idx = np.searchsorted(cols, cand)
+        winner[:, j], n_tied[:, j], votes[j] = argmax_votes(sim[:, idx], cand, metric.lower,
+                                                            p.n_concepts)
+        track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
+    return Votes(winner, n_tied, votes, track)
+
+
+def generic_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
+                   tracked: np.ndarray, supports: Any = None) -> Votes:
+    """Replicate explanations through the library's own statistics, one replicate at a time."""
+    metric = p.metric
+    b, n_neurons = w.shape[0], p.n_neurons
+    winner = np.empty((b, n_neurons), np.int64)
+    n_tied = np.empty((b, n_neurons), np.int64)
+    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    track = np.empty((b, n_neurons, tracked.shape[1]))
+    rows = np.arange(n_neurons)[:, None]
+    for i in range(b):
+        wi = w[i].astype(np.float64)
+        if p.sample_weight is not None:
+            wi = wi * p.sample_weight
+        sim = metric.finalize(compute_stats(p, sample_weight=wi), p.options)
+        for j in range(n_neurons):
+            cand = candidates[j]
+            wn, nt, v = argmax_votes(sim[j, cand][None, :], cand, metric.lower, p.n_concepts)
+            winner[i, j], n_tied[i, j] = wn[0], nt[0]
+            votes[j] += v
+        track[i] = sim[rows, tracked]
+    return Votes(winner, n_tied, votes, track)

@@ -1,0 +1,92 @@
+"""Bootstrap replicates as weight vectors, reproducible under any chunking.
+
+Replicate ``b``'s weight for a unit (a sample, or a group when ``groups`` is given)
+is a pure function of ``(seed, b, block)`` where units are cut into fixed blocks of
+``WEIGHT_BLOCK`` units. Every chunking of replicates or samples, thread count or
+worker layout therefore draws the same numbers, and every neuron sees the same
+resample (cross-neuron quantities need one resample for all neurons).
+
+* ``"multinomial"`` (the ordinary bootstrap, ``sum w = n``): replicate ``b`` first
+  splits ``n`` over the blocks, ``Multinomial(n, size_k / n)`` from
+  ``SeedSequence(entropy, spawn_key=(b,))``, then block ``k`` splits its total
+  uniformly over its units from ``SeedSequence(entropy, spawn_key=(b, k))``. By the
+  conditional decomposition of the multinomial this is exactly ``Multinomial(n, 1/n)``.
+* ``"poisson"``: independent ``Poisson(1)`` weights per unit from
+  ``SeedSequence(entropy, spawn_key=(b, k))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ValidationError
+
+__all__ = ["WEIGHT_BLOCK", "as_seed_sequence", "replicate_weights"]
+
+WEIGHT_BLOCK = 4096
+SCHEMES = ("multinomial", "poisson")
+
+
+def as_seed_sequence(rng: Any) -> np.random.SeedSequence:
+    """Turn ``None | int | SeedSequence | Generator`` into a SeedSequence, once.
+
+    ``None`` draws fresh entropy (recorded in results so the run can be repeated);
+    a Generator contributes one 128-bit draw.
+    """
+    if isinstance(rng, np.random.SeedSequence):
+        return rng
+    if rng is None:
+        return np.random.SeedSequence()
+    if isinstance(rng, np.random.Generator):
+        return np.random.SeedSequence(int(rng.integers(0, 2**63, dtype=np.int64)) << 64
+                                      | int(rng.integers(0, 2**63, dtype=np.int64)))
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.SeedSequence(int(rng))
+    raise ValidationError(
+        f"`rng` must be None, a non-negative int, a numpy SeedSequence or Generator; got {rng!r}")
+
+
+def _gen(entropy: int, *key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=key)))
+
+
+def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray | range,
+                      n_units: int, *, scheme: str = "multinomial",
+                      block: int = WEIGHT_BLOCK, dtype: Any = np.float32) -> np.ndarray:
+    """Weights of the given replicates, shape ``(len(replicates), n_units)``.
+
+    Parameters
+    ----------
+    seed : SeedSequence or int
+        Its entropy keys every draw.
+    replicates : sequence of int
+        Replicate indices ``b``; the result for ``b`` does not depend on which
+        other replicates are requested.
+    n_units : int
+        Number of resampled units (samples, or groups).
+    scheme : {"multinomial", "poisson"}
+    block : int
+        Fixed unit-block size (part of the definition of the stream: keep the default).
+    dtype : numpy dtype
+        Weights are small integers, exact in float32.
+    """
+    if scheme not in SCHEMES:
+        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
+    entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else int(seed)
+    reps = np.asarray(list(replicates), dtype=np.int64)
+    starts = np.arange(0, n_units, block)
+    sizes = np.minimum(block, n_units - starts)
+    out = np.empty((reps.size, n_units), dtype=dtype)
+    for row, b in enumerate(reps):
+        b = int(b)
+        if scheme == "multinomial":
+            totals = _gen(entropy, b).multinomial(n_units, sizes / n_units)
+            for k, (s, size) in enumerate(zip(starts, sizes)):
+                draws = _gen(entropy, b, k).integers(0, size, int(totals[k]))
+                out[row, s:s + size] = np.bincount(draws, minlength=size)
+        else:
+            for k, (s, size) in enumerate(zip(starts, sizes)):
+                out[row, s:s + size] = _gen(entropy, b, k).poisson(1.0, size)
+    return out
