@@ -124,23 +124,42 @@ class CountSupport:
         if p.top_frac is None:
             active = a > p.threshold if p.threshold is not None else a == 1
             self.index = np.flatnonzero(active)
-            self.values = None
             return
-        self.order = np.argsort(-a, kind="stable")
-        self.sorted = a[self.order]
+        self._a = a
         k = p.top_frac * self.n
-        self._length = int(min(self.n, np.ceil(k + margin * np.sqrt(k + 1) + 32)))
-        self._set_length(self._length)
+        self._sorted_upto = 0
+        self._set_length(int(min(self.n, np.ceil(k + margin * np.sqrt(k + 1) + 32))))
+
+    def _sort_top(self, length: int) -> None:
+        """Sort (descending, stable) at least the top ``length`` activations (plus one)."""
+        want = min(self.n, length + 1)
+        if want <= self._sorted_upto:
+            return
+        if 4 * want >= self.n:
+            self.order = np.argsort(-self._a, kind="stable")
+            self._sorted_upto = self.n
+        else:
+            size = min(self.n, 2 * want)
+            top = np.argpartition(-self._a, size - 1)[:size]
+            # stable descending order by (value, index), as a full stable sort would give
+            top = top[np.lexsort((top, -self._a[top]))]
+            self.order = top
+            self._sorted_upto = size
+        self.sorted = self._a[self.order]
 
     def _set_length(self, length: int) -> None:
-        s = self.sorted
-        # never cut a tie group
-        while length < self.n and s[length] == s[length - 1]:
-            length += 1
+        while True:
+            self._sort_top(length)
+            s = self.sorted
+            # never cut a tie group
+            while length < self._sorted_upto and length < self.n and s[length] == s[length - 1]:
+                length += 1
+            if length < self._sorted_upto or self._sorted_upto == self.n:
+                break
+            self._sort_top(2 * length)
         self._length = length
         self.index = self.order[:length]
         vals = s[:length]
-        # last position of each tie group
         is_end = np.ones(length, dtype=bool)
         is_end[:-1] = vals[1:] != vals[:-1]
         pos = np.arange(length)

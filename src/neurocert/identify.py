@@ -297,11 +297,12 @@ class IdentificationResult:
             "null": self.null.reshape(-1),
         }
         concepts = {"concept": np.array(self.concept_names, dtype=object)}
+        params = {k: v for k, v in self.parameters.items() if k != "input_hashes"}
         manifest = results.make_manifest(
             "identification",
-            parameters={**self.parameters, "metric": self.metric, "delta": self.delta,
+            parameters={**params, "metric": self.metric, "delta": self.delta,
                         "n_samples": self.n_samples, "n_units": self.n_units},
-            seed=None, input_hashes=self.parameters.get("input_hashes"),
+            seed=self.parameters.get("seed"), input_hashes=self.parameters.get("input_hashes"),
             timings=self.timings)
         return results.save_tables(path, {"neurons": neurons, "pairs": pairs,
                                           "concepts": concepts}, manifest, csv=csv)
@@ -325,6 +326,8 @@ class IdentificationResult:
             return out
 
         params = dict(manifest["parameters"])
+        if manifest.get("input_hashes"):
+            params["input_hashes"] = dict(manifest["input_hashes"])
         metric = params.pop("metric")
         delta = params.pop("delta")
         n_samples = params.pop("n_samples")
