@@ -43,6 +43,7 @@ __all__ = ["bootstrap_explain", "prune_candidates", "replicate_explanations"]
 
 MODES = ("bootstrap", "split", "both")
 ADAPTIVE_ROUND = 100
+BATCH_BYTES = 256 * 2**20
 ADAPTIVE_MIN = 200
 SPLIT_KEY = 2**31  # spawn key of the fold assignment (never a replicate index)
 
@@ -53,62 +54,162 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Concepts that can win a bootstrap replicate, per neuron.
+def _kl_upper_quantile(mean: np.ndarray, m: np.ndarray, level: np.ndarray,
+                       iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """``[x_lo, x_hi]`` with ``m kl(x, mean) = level`` on each side of ``mean`` (vectorized)."""
+    from ._intervals import _kl
 
-    Rule: keep concept ``c`` of neuron ``j`` when ``sim_c + r_c >= max_k (sim_k - r_k)``,
-    where ``r`` is the planning-form radius (:func:`neurocert.faithfulness_bound`)
-    at failure probability ``epsilon``, uniform over all concepts, evaluated at the
-    probing set's own frequencies. A bootstrap replicate is an i.i.d. sample from
-    the empirical distribution, whose population similarity is ``sim``; so with
-    probability >= 1 - epsilon per replicate every replicate similarity lies within
-    ``r`` of ``sim`` and the replicate's winner is kept. Concepts whose similarity is
-    undefined on the full data are undefined in every replicate and are dropped.
-    Pruning is skipped (every defined concept kept) for grouped samples, sample
-    weights and metrics without a planning bound.
+    lv = np.where(m > 0, level / np.maximum(m, 1), np.inf)
+    lo_a, lo_b = np.zeros(mean.shape), mean.copy()
+    hi_a, hi_b = mean.copy(), np.ones(mean.shape)
+    for _ in range(iterations):
+        mid = 0.5 * (lo_a + lo_b)
+        out = _kl(mid, mean) > lv
+        lo_a = np.where(out, mid, lo_a)
+        lo_b = np.where(out, lo_b, mid)
+        mid = 0.5 * (hi_a + hi_b)
+        out = _kl(mid, mean) > lv
+        hi_b = np.where(out, mid, hi_b)
+        hi_a = np.where(out, hi_a, mid)
+    return lo_a, hi_b
+
+
+def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
+                     supports: list[Any] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Concepts that can win a bootstrap replicate, per neuron, and each pair's replicate range.
+
+    A multinomial bootstrap replicate is an i.i.d. sample of size ``n`` from the
+    empirical distribution. For a fixed set of samples its replicate weight is
+    ``Binomial(n, count / n)``. For each pair neurocert bounds the replicate
+    similarity by the metric's monotone formula at binomial quantiles:
+
+    * count metrics: the replicate counts ``tp``, ``active`` and ``present`` (for
+      ``top_frac``, the replicate cut-off rank lies between ``r_lo`` and ``r_hi``,
+      whose replicate weights are binomial, so ``tp`` is sandwiched by the counts on
+      the top ``r_lo`` and top ``r_hi`` samples);
+    * AUROC: ``min(n_pos, n_neg)`` of the replicate is at least its binomial lower
+      quantile, and given the counts the replicate AUROC is a two-sample U-statistic
+      with mean equal to the full-data AUROC (Bernoulli-KL quantiles, Lemma 4).
+
+    Every quantile is taken at ``epsilon / E`` (``E`` one-sided events per neuron), so
+    with probability >= 1 - epsilon per replicate and neuron all ranges hold and
+    the replicate's winner ``c`` has ``hi_c >= max_k lo_k``: concepts failing that are
+    pruned. Concepts undefined on the full data are undefined in every replicate
+    and are dropped. No pruning (every defined concept kept) for grouped samples,
+    sample weights, user metrics and metrics other than built-in count metrics and
+    AUROC.
 
     Returns
     -------
     candidates : list of int arrays (one per neuron, sorted)
-    radius : ndarray (n_neurons, n_concepts) (NaN where not computed)
+    ranges : ndarray (n_neurons, n_concepts, 2) of replicate ``[lo, hi]`` (NaN if none)
     """
+    from scipy import stats as st
+
+    from .metrics import _COUNT_SPECS
+    from .sufficient import _binary_concepts, _column_sums
+
     n_neurons, n_concepts = sim.shape
     defined = ~np.isnan(sim)
-    radius = np.full(sim.shape, np.nan)
-    usable = (epsilon > 0 and not p.design.grouped and p.sample_weight is None
-              and p.metric.builtin and p.metric.bound is not None and p.metric.name != "wpmi"
-              and (p.metric.statistics == "count" or p.metric.name == "auroc"))
-    if usable:
-        n = p.n_samples
-        eps = 0.5 / n
-        from .sufficient import _binary_concepts, _column_sums
-
-        pc = _column_sums(_binary_concepts(p.concepts, np.float64), None) / n
-        pc = np.clip(pc, eps, 1 - eps)
-        kw: dict[str, Any] = {"concept_freq": pc[None, :]}
-        if p.metric.statistics == "count":
-            if p.top_frac is not None:
-                kw["top_frac"] = p.top_frac
-            else:
-                from .binarize import binarize
-
-                pf = binarize(np.asarray(p.activations), threshold=p.threshold).mean(axis=0)
-                kw["neuron_freq"] = np.clip(pf, eps, 1 - eps)[:, None]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoBoundWarning)
-            r = faithfulness_bound(p.metric.name, n=n, delta=epsilon, n_concepts=n_concepts,
-                                   truth=p.options.truth, **kw)
-        radius = np.broadcast_to(np.asarray(r, float), sim.shape).copy()
+    ranges = np.full(sim.shape + (2,), np.nan)
+    m = p.metric
+    usable = (epsilon > 0 and not p.design.grouped and p.sample_weight is None and m.builtin
+              and (m.statistics == "count" or m.name == "auroc"))
     keep = defined.copy()
     if usable:
-        lo = np.where(defined, sim - radius, -np.inf)
-        hi = np.where(defined, sim + radius, -np.inf)
+        n = p.n_samples
+        z = _binary_concepts(p.concepts, np.float32)
+        present = _column_sums(z, None)
+        if m.name == "auroc":
+            e = epsilon / (4 * n_concepts)
+            p_lo = st.binom.ppf(e, n, present / n)
+            p_hi = st.binom.ppf(1 - e, n, present / n)
+            m_lo = np.minimum(p_lo, n - p_hi)
+            level = np.log(1 / e)
+            lo, hi = _kl_upper_quantile(np.nan_to_num(sim, nan=0.5),
+                                        np.broadcast_to(m_lo, sim.shape), np.asarray(level))
+            lo = np.where(m_lo[None, :] > 0, lo, -np.inf)
+            hi = np.where(m_lo[None, :] > 0, hi, np.inf)
+        else:
+            formula = m.formula
+            is_defined = _COUNT_SPECS[m.name][1]
+            neuron_events = 4 if p.top_frac is not None else 2
+            e = epsilon / (neuron_events + 4 * n_concepts)
+            c_lo = st.binom.ppf(e, n, present / n)[None, :]
+            c_hi = st.binom.ppf(1 - e, n, present / n)[None, :]
+            if supports is None:
+                supports = [_engine.CountSupport(p, j) for j in range(n_neurons)]
+            if p.top_frac is not None:
+                from .binarize import top_frac_target
+
+                k = top_frac_target(p.top_frac, float(n))
+                r_lo, r_hi = _cutoff_band(n, k, e)
+                t_lo = np.empty(sim.shape)
+                t_hi = np.empty(sim.shape)
+                a_lo_n = np.empty(n_neurons)
+                a_hi_n = np.empty(n_neurons)
+                for j, sup in enumerate(supports):
+                    while sup._length < min(n, r_hi) and sup.extend():
+                        pass
+                    end = int(sup.tie_end[min(r_hi, sup._length) - 1]) + 1
+                    rows = np.asarray(z[sup.index[:end]].todense() if hasattr(z, "todense")
+                                      else z[sup.index[:end]], dtype=np.float64)
+                    t_lo[j] = rows[:r_lo].sum(axis=0)
+                    t_hi[j] = rows.sum(axis=0)
+                    a_lo_n[j], a_hi_n[j] = r_lo, end
+                tp_lo = st.binom.ppf(e, n, t_lo / n)
+                tp_hi = st.binom.ppf(1 - e, n, t_hi / n)
+                a_lo = st.binom.ppf(e, n, a_lo_n / n)[:, None]
+                a_hi = st.binom.ppf(1 - e, n, a_hi_n / n)[:, None]
+            else:
+                from .sufficient import count_stats
+
+                cs = count_stats(p.activations, p.concepts, sample_weight=None, design=p.design,
+                                 threshold=p.threshold)
+                tp_lo = st.binom.ppf(e, n, cs.tp / n)
+                tp_hi = st.binom.ppf(1 - e, n, cs.tp / n)
+                a_lo = st.binom.ppf(e, n, cs.active / n)[:, None]
+                a_hi = st.binom.ppf(1 - e, n, cs.active / n)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lo = formula(tp_lo, a_hi, c_hi, float(n), p.options)
+                hi = formula(tp_hi, a_lo, c_lo, float(n), p.options)
+                sure = (is_defined(tp_lo, a_lo, c_lo, float(n), p.options)
+                        & is_defined(tp_hi, a_hi, c_hi, float(n), p.options))
+            lo = np.where(sure & ~np.isnan(lo), lo, -np.inf)
+            hi = np.where(np.isnan(hi), np.inf, hi)
+        lo = np.where(defined, lo, -np.inf)
+        hi = np.where(defined, hi, -np.inf)
+        ranges = np.stack([lo, hi], axis=-1)
         keep &= hi >= lo.max(axis=1, keepdims=True)
     cands = []
     for j in range(n_neurons):
         c = np.flatnonzero(keep[j])
         cands.append(c if c.size else np.flatnonzero(defined[j])[:1])
-    return cands, radius
+    return cands, ranges
+
+
+def _cutoff_band(n: int, k: float, e: float) -> tuple[int, int]:
+    """Ranks ``[r_lo, r_hi]``: a replicate's cut-off rank exceeds ``r_lo`` and is at most
+    ``r_hi`` except with probability ``2 e`` (the top-``r`` weight is Binomial(n, r/n))."""
+    from scipy import stats as st
+
+    kk = int(math.ceil(k))
+    lo, hi = 0, kk  # largest r with P(Bin(n, r/n) >= k) <= e
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if st.binom.sf(kk - 1, n, mid / n) <= e:
+            lo = mid
+        else:
+            hi = mid
+    r_lo = lo
+    lo, hi = kk - 1, n  # smallest r with P(Bin(n, r/n) <= k - 1) <= e
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if st.binom.cdf(kk - 1, n, mid / n) <= e:
+            hi = mid
+        else:
+            lo = mid
+    return r_lo, hi
 
 
 def _engine_for(p: Prepared):
@@ -149,9 +250,11 @@ def _unit_weights(p: Prepared, seed, reps, scheme: str) -> np.ndarray:
     return replicate_weights(seed, reps, n_groups, scheme=scheme)[:, codes]
 
 
-def replicate_explanations(p: Prepared, weights: np.ndarray, *, candidates: list[np.ndarray] | None = None,
+def replicate_explanations(p: Prepared, weights: np.ndarray, *,
+                           candidates: list[np.ndarray] | None = None,
                            tracked: np.ndarray | None = None,
-                           method: Callable[[np.ndarray], Any] | None = None) -> _engine.Votes:
+                           method: Callable[[np.ndarray], Any] | None = None,
+                           engine: tuple[Any, Any] | None = None) -> _engine.Votes:
     """Explanations of every neuron under each row of ``weights`` (n_replicates, n_samples).
 
     The same weight matrix gives identical explanations through the fast engine,
@@ -166,7 +269,7 @@ def replicate_explanations(p: Prepared, weights: np.ndarray, *, candidates: list
         run = _blackbox_engine(method, p.n_neurons, p.n_concepts)
         supports = None
     else:
-        run, supports = _engine_for(p)
+        run, supports = engine if engine is not None else _engine_for(p)
     return run(p, weights, candidates, tracked, supports)
 
 
@@ -203,7 +306,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                       prune_epsilon: float = 1e-4, adaptive: bool = False,
                       adaptive_tol: float = 0.01, top_k: int = 5,
                       method: Callable[[np.ndarray], Any] | None = None,
-                      batch_size: int = 50, checkpoint: str | os.PathLike | None = None,
+                      batch_size: int | None = None, checkpoint: str | os.PathLike | None = None,
                       progress_bar: bool = False, truth: str = "concept",
                       wpmi_lambda: float = 1.0) -> ExplanationResult:
     """Bootstrap ensemble and BE concept prediction sets for every neuron.
@@ -231,7 +334,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         Bootstrap weights.
     prune : bool
         Skip concepts that cannot win a replicate (see :func:`prune_candidates`);
-        the share of replicates whose winner was pruned is at most ``prune_epsilon``.
+        the share of replicates whose winner was pruned is at most ``prune_epsilon``
+        (multinomial scheme only).
     adaptive : bool
         Stop early, in rounds of 100 replicates (at least 200), once the prediction
         sets are unchanged between rounds and every probability moved by less than
@@ -242,8 +346,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         Black-box identification: ``method(weights) -> (n_neurons,)`` concept indices
         (-1 for none) for sample weights ``weights (n_samples,)``; wraps NetDissect,
         CLIP-Dissect or a user's own method. Tracked intervals are then NaN.
-    batch_size : int
-        Replicates per chunk (memory ~ batch_size x n_samples x 4 bytes).
+    batch_size : int, optional
+        Replicates per chunk (memory ~ batch_size x n_samples x 4 bytes); default:
+        as many as fit in about 256 MB. Results do not depend on it.
     checkpoint : path, optional
         ``.npz`` file updated after every chunk; an interrupted run (Ctrl-C) keeps
         what it computed there and the same call resumes from it.
@@ -268,7 +373,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     alpha = check_probability(alpha, "alpha")
     delta = check_probability(delta, "delta")
     top_k = _check_int(top_k, "top_k", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1)
     if mode not in MODES:
         raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
     if scheme not in ("multinomial", "poisson"):
@@ -294,6 +400,10 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     cnames = check_names(concept_names, p.n_concepts, "concept")
     nnames = check_names(neuron_names, p.n_neurons, "neuron")
     seed = as_seed_sequence(rng)
+    if batch_size is None:
+        batch_size = int(max(1, min(n_boot, BATCH_BYTES // (4 * p.n_samples))))
+        if adaptive:
+            batch_size = min(batch_size, ADAPTIVE_ROUND)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoBoundWarning)
@@ -305,8 +415,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                          wpmi_lambda=wpmi_lambda)
     sim = ident.similarity
     tracked = ident.top
-    if prune and method is None:
-        candidates, _ = prune_candidates(p, sim, prune_epsilon)
+    engine_fn, supports = _engine_for(p)
+    if prune and method is None and scheme == "multinomial":
+        candidates, _ = prune_candidates(p, sim, prune_epsilon, supports)
     else:
         candidates = [np.arange(p.n_concepts)] * p.n_neurons
     params = {"metric": p.metric.name, "n_boot": n_boot, "alpha": alpha, "delta": delta,
@@ -335,6 +446,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     run_boot = mode in ("bootstrap", "both")
     previous_sets = None
     previous_prob = None
+    checked_round = 0
     t_boot = time.perf_counter()
     target = n_boot if run_boot else 0
     chunks = range(done, target, batch_size)
@@ -342,7 +454,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         for b0 in progress(chunks, total=len(chunks), desc="bootstrap", enabled=progress_bar):
             b1 = min(target, b0 + batch_size)
             w = _unit_weights(p, seed, range(b0, b1), scheme)
-            v = replicate_explanations(p, w, candidates=candidates, tracked=tracked, method=method)
+            v = replicate_explanations(p, w, candidates=candidates, tracked=tracked, method=method,
+                                       engine=(engine_fn, supports))
             winners = np.concatenate([winners, v.winner])
             ties = np.concatenate([ties, v.n_tied])
             track = np.concatenate([track, v.tracked])
@@ -351,7 +464,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
             if ckpt is not None:
                 _save_checkpoint(ckpt, key, {"winners": winners, "ties": ties, "track": track,
                                              "votes": votes, "done": np.array(done)})
-            if adaptive and done >= ADAPTIVE_MIN and done % ADAPTIVE_ROUND == 0:
+            if adaptive and done >= ADAPTIVE_MIN and done // ADAPTIVE_ROUND > checked_round:
+                checked_round = done // ADAPTIVE_ROUND
                 prob = votes / done
                 sets = prediction_sets(prob, sim, alpha)
                 if (previous_sets is not None and previous_prob is not None

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .binarize import top_frac_target
 from .metrics import Metric
 from .similarity import Prepared, compute_stats
 
@@ -79,10 +78,14 @@ def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
     # lowest concept index among the tied (candidates may not be sorted)
     idx = np.where(is_max, cand[None, :], np.iinfo(np.int64).max)
     winner = np.where(none, -1, idx.min(axis=1))
-    votes = np.zeros(n_concepts + 1)
-    share = np.where(n_tied > 0, 1.0 / np.maximum(n_tied, 1), 0.0)
-    np.add.at(votes, np.broadcast_to(cand, is_max.shape)[is_max],
-              np.broadcast_to(share[:, None], is_max.shape)[is_max])
+    single = n_tied == 1
+    votes = np.bincount(winner[single], minlength=n_concepts + 1).astype(np.float64)
+    multi = n_tied > 1
+    if multi.any():
+        sub = is_max[multi]
+        share = 1.0 / n_tied[multi]
+        np.add.at(votes, np.broadcast_to(cand, sub.shape)[sub],
+                  np.broadcast_to(share[:, None], sub.shape)[sub])
     votes[-1] = float(none.sum())
     return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), votes
 
@@ -176,7 +179,7 @@ class CountSupport:
         """Active mask over the support for each replicate, or None if the support is too short."""
         if self.top_frac is None:
             return None
-        k = np.array([top_frac_target(self.top_frac, float(t)) for t in totals])
+        k = np.maximum(1.0, np.ceil(self.top_frac * totals - 1e-12 * np.maximum(1.0, totals)))
         cw = np.cumsum(ws, axis=1, dtype=np.float64)
         reached = cw[:, -1] >= k - 1e-9 * np.maximum(1.0, k)
         if not reached.all() and self._length < self.n:
@@ -202,6 +205,9 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     n_tied = np.empty((b, n_neurons), np.int64)
     votes = np.zeros((n_neurons, p.n_concepts + 1))
     track = np.empty((b, n_neurons, tracked.shape[1]))
+    from .metrics import _COUNT_SPECS  # defined-ness rules of the built-ins
+
+    is_defined = _COUNT_SPECS[metric.name][1]
     for j in range(n_neurons):
         sup = supports[j]
         cand = candidates[j]
@@ -215,16 +221,14 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
         if mask is not None:
             ws = ws * mask
         active = ws.sum(axis=1, dtype=np.float64)
-        zs = _rows(z, sup.index, cols).astype(np.float32)
-        tp = (ws.astype(np.float32) @ zs).astype(np.float64)
+        zs = _rows(z, sup.index, cols).astype(np.float32, copy=False)
+        tp = ws.astype(np.float32, copy=False) @ zs
         f = active[:, None]
         c = cw[:, cols]
         s = totals[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             val = metric.formula(tp, f, c, s, p.options)
-        from .metrics import _COUNT_SPECS  # defined-ness rules of the built-ins
-
-        defined = _COUNT_SPECS[metric.name][1](tp, f, c, s, p.options)
+        defined = is_defined(tp, f, c, s, p.options)
         sim = np.where(defined, val, np.nan)
         pos = np.searchsorted(cols, cand)
         winner[:, j], n_tied[:, j], votes[j] = argmax_votes(sim[:, pos], cand, metric.lower,
