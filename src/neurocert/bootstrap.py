@@ -330,8 +330,11 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         a single fold that disagrees puts every unseen concept in the set.
     delta : float
         Failure probability of the certified set shown beside.
-    scheme : {"multinomial", "poisson"}
-        Bootstrap weights.
+    scheme : {"multinomial", "poisson", "predictive"}
+        Bootstrap weights. ``"predictive"`` resamples ``n/2`` draws, which roughly
+        doubles the spread of the replicate explanations to match that of an
+        independent probing set's explanation (a calibration heuristic; its
+        coverage is measured in ``tests/test_coverage.py``, not proven).
     prune : bool
         Skip concepts that cannot win a replicate (see :func:`prune_candidates`);
         the share of replicates whose winner was pruned is at most ``prune_epsilon``
@@ -377,8 +380,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         batch_size = _check_int(batch_size, "batch_size", 1)
     if mode not in MODES:
         raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
-    if scheme not in ("multinomial", "poisson"):
-        raise ValidationError(f"`scheme` must be 'multinomial' or 'poisson'; got {scheme!r}")
+    if scheme not in ("multinomial", "poisson", "predictive"):
+        raise ValidationError(
+            f"`scheme` must be 'multinomial', 'poisson' or 'predictive'; got {scheme!r}")
     if method is not None and not callable(method):
         raise ValidationError("`method` must be callable: weights (n_samples,) -> concept per neuron")
     p = prepare(activations, concepts, metric=metric, sample_weight=sample_weight,

@@ -13,6 +13,11 @@ resample (cross-neuron quantities need one resample for all neurons).
   conditional decomposition of the multinomial this is exactly ``Multinomial(n, 1/n)``.
 * ``"poisson"``: independent ``Poisson(1)`` weights per unit from
   ``SeedSequence(entropy, spawn_key=(b, k))``.
+* ``"predictive"``: as ``"multinomial"`` but with ``floor(n / 2)`` draws. A
+  half-size resample has about twice the sampling variance, matching the
+  spread of an independent probing set's explanation around this one's (two
+  sampling noises instead of one); a calibration heuristic whose coverage is
+  measured, not proven (``docs/theory.md``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .exceptions import ValidationError
 __all__ = ["WEIGHT_BLOCK", "as_seed_sequence", "replicate_weights"]
 
 WEIGHT_BLOCK = 4096
-SCHEMES = ("multinomial", "poisson")
+SCHEMES = ("multinomial", "poisson", "predictive")
 
 
 def as_seed_sequence(rng: Any) -> np.random.SeedSequence:
@@ -66,7 +71,7 @@ def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray
         other replicates are requested.
     n_units : int
         Number of resampled units (samples, or groups).
-    scheme : {"multinomial", "poisson"}
+    scheme : {"multinomial", "poisson", "predictive"}
     block : int
         Fixed unit-block size (part of the definition of the stream: keep the default).
     dtype : numpy dtype
@@ -81,8 +86,9 @@ def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray
     out = np.empty((reps.size, n_units), dtype=dtype)
     for row, b in enumerate(reps):
         b = int(b)
-        if scheme == "multinomial":
-            totals = _gen(entropy, b).multinomial(n_units, sizes / n_units)
+        if scheme in ("multinomial", "predictive"):
+            draws_total = n_units if scheme == "multinomial" else max(1, n_units // 2)
+            totals = _gen(entropy, b).multinomial(draws_total, sizes / n_units)
             for k, (s, size) in enumerate(zip(starts, sizes)):
                 draws = _gen(entropy, b, k).integers(0, size, int(totals[k]))
                 out[row, s:s + size] = np.bincount(draws, minlength=size)
