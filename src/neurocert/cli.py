@@ -552,6 +552,108 @@ def _run_identify(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- #
+# explain (bootstrap ensembles and BE prediction sets)
+# --------------------------------------------------------------------------- #
+
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
+    _add_data_arguments(p)
+    p.add_argument("--n-boot", type=int, default=1000, metavar="B",
+                   help="bootstrap replicates (default: 1000; the maximum with --adaptive)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="miscoverage of the prediction sets (default: 0.05)")
+    p.add_argument("--delta", type=float, default=0.05,
+                   help="failure probability of the certified set (default: 0.05)")
+    p.add_argument("--mode", choices=("bootstrap", "split", "both"), default="both",
+                   help="bootstrap set (nominal coverage), split-conformal set (exact coverage "
+                        "of a fold-size explanation) or both (default: both)")
+    p.add_argument("--n-folds", type=int, default=None, metavar="K",
+                   help="folds of split mode (default: ceil(2/alpha) - 1)")
+    p.add_argument("--scheme", choices=("multinomial", "poisson", "predictive"),
+                   default="multinomial", help="bootstrap weights (default: multinomial)")
+    p.add_argument("--no-prune", action="store_true",
+                   help="evaluate every concept in every replicate (slower, same result "
+                        "except with probability <= --prune-epsilon per replicate)")
+    p.add_argument("--prune-epsilon", type=float, default=1e-4, metavar="E",
+                   help="failure probability of candidate pruning per replicate (default: 1e-4)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="stop early once the prediction sets are stable")
+    p.add_argument("--concept-names", type=Path, default=None, metavar="FILE",
+                   help="concept names, one per line (.txt), or a one-column .csv/.parquet")
+    p.add_argument("--neuron-names", type=Path, default=None, metavar="FILE",
+                   help="neuron names, same formats")
+    p.add_argument("--top-k", type=int, default=5, metavar="K",
+                   help="concepts with descriptive bootstrap intervals (default: 5)")
+    p.add_argument("--rows", type=int, default=DEFAULT_ROWS, metavar="N",
+                   help=f"neurons shown in the printed table (default: {DEFAULT_ROWS})")
+    p.add_argument("--csv", action="store_true", help="also write CSV copies of the tables")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="results directory")
+
+
+def explanation_table(result, rows: int) -> str:
+    """Printable per-neuron table of an :class:`~neurocert.ExplanationResult`."""
+    ident = result.identification
+
+    def members(s, probs=True):
+        names = result._names(s)
+        if not probs:
+            return ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
+        shown = [f"{nm} {result._prob(j_row, i):.2f}" for nm, i in zip(names[:3], s[:3])]
+        return ", ".join(shown) + (f" +{len(s) - 3}" if len(s) > 3 else "")
+
+    header = ["neuron", "label", "similarity", "[lower, upper]", "BE set (probability)",
+              "mode freq", "certified set"]
+    if result.split_sets is not None and result.mode == "both":
+        header.append("split set")
+    body = []
+    for j_row in range(min(rows, len(result.set_size))):
+        row = [ident.neuron_names[j_row], ident.labels[j_row] or "(none)",
+               _fmt(ident.best_similarity[j_row]),
+               f"[{_fmt(ident.best_lower[j_row])}, {_fmt(ident.best_upper[j_row])}]",
+               members(result.prediction_sets[j_row]),
+               _fmt(result.mode_frequency[j_row], 2),
+               members(result.certified_sets[j_row], probs=False)]
+        if len(header) == 8:
+            row.append(members(result.split_sets[j_row], probs=False))
+        body.append(row)
+    return format_table(header, body)
+
+
+@register("explain", help="bootstrap ensemble and BE concept prediction sets per neuron",
+          add_arguments=_explain_arguments)
+def _run_explain(args: argparse.Namespace) -> int:
+    from .bootstrap import bootstrap_explain
+    from .results import array_sha256
+
+    inputs = _load_inputs(args)
+    checkpoint = args.out.parent / f".{args.out.name}.checkpoint.npz"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result = bootstrap_explain(
+        inputs["activations"], inputs["concepts"], metric=args.metric, n_boot=args.n_boot,
+        alpha=args.alpha, delta=args.delta, rng=args.seed, mode=args.mode,
+        n_folds=args.n_folds, scheme=args.scheme, prune=not args.no_prune,
+        prune_epsilon=args.prune_epsilon, adaptive=args.adaptive, top_k=args.top_k,
+        concept_names=_read_names(args.concept_names),
+        neuron_names=_read_names(args.neuron_names), sample_weight=inputs["sample_weight"],
+        groups=inputs["groups"], checkpoint=checkpoint if args.seed is not None else None,
+        progress_bar=not args.no_progress, **_binarization(args))
+    result.parameters["input_hashes"] = {k: array_sha256(v) for k, v in inputs.items()
+                                         if v is not None}
+    path = result.save(args.out, csv=args.csv)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    print(explanation_table(result, max(args.rows, 0)))
+    print()
+    print(f"{result.n_boot} replicates, alpha={result.alpha:g}: median BE set size "
+          f"{np.median(result.set_size):g}, {int(np.sum(result.set_size == 1))} of "
+          f"{len(result.set_size)} neurons with a single-concept set; coverage target: "
+          f"{result.coverage_target}")
+    print(f"seed entropy: {result.parameters['seed_entropy']} (pass --seed to make a run "
+          "resumable and reproducible)" if args.seed is None else f"seed: {args.seed}")
+    print(f"results: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
 
