@@ -16,12 +16,22 @@ from .exceptions import (
 )
 from .explanation import ExplanationResult
 from .identify import IdentificationResult, LayerSummary, identify
-from .metrics import Metric, MetricOptions, available_metrics, get_metric, register_metric, unregister_metric
+from .metrics import (
+    Metric,
+    MetricOptions,
+    available_metrics,
+    get_metric,
+    register_metric,
+    unregister_metric,
+)
 from .similarity import similarity
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExplanationResult",
+    "IdentificationResult",
+    "LayerSummary",
     "LowFrequencyAccuracyWarning",
     "Metric",
     "MetricOptions",
@@ -33,14 +43,11 @@ __all__ = [
     "UndefinedSimilarityWarning",
     "ValidationError",
     "__version__",
-    "ExplanationResult",
-    "IdentificationResult",
-    "LayerSummary",
     "available_metrics",
     "bootstrap_explain",
-    "identify",
     "faithfulness_bound",
     "get_metric",
+    "identify",
     "register_metric",
     "required_samples",
     "similarity",

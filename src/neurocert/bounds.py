@@ -360,9 +360,31 @@ def required_samples(metric: str, epsilon: float, *, delta: float = 0.05,
                      truth: str = "concept", max_n: int = 10**10) -> int:
     """Smallest ``n`` whose planning bound is at most ``epsilon``.
 
-    ``target="estimation"`` bounds ``|sim_hat - sim|`` (uniform over ``n_concepts``);
-    ``target="regret"`` bounds ``sim(c*) - sim(c_hat) <= 2 r``. The result satisfies
-    ``bound(n) <= epsilon < bound(n - 1)``.
+    Parameters
+    ----------
+    metric : str
+        A metric with a planning bound (see :func:`faithfulness_bound`).
+    epsilon : float
+        Target radius.
+    delta, concept_freq, neuron_freq, n_concepts, top_frac, truth
+        As in :func:`faithfulness_bound`.
+    target : {"estimation", "regret"}
+        ``"estimation"`` bounds ``|sim_hat - sim|`` (uniform over ``n_concepts``);
+        ``"regret"`` bounds ``sim(c*) - sim(c_hat) <= 2 r``.
+    max_n : int
+        Largest ``n`` searched.
+
+    Returns
+    -------
+    int
+        The smallest ``n`` with ``bound(n) <= epsilon < bound(n - 1)``.
+
+    Examples
+    --------
+    >>> import neurocert
+    >>> n = neurocert.required_samples("recall", 0.1, concept_freq=0.01, neuron_freq=0.05)
+    >>> neurocert.faithfulness_bound("recall", n=n, concept_freq=0.01, neuron_freq=0.05) <= 0.1
+    True
 
     Raises
     ------
