@@ -121,13 +121,21 @@ def as_concepts(x: Any, n_samples: int, name: str = "concepts") -> np.ndarray | 
     if shape[1] == 0:
         raise ValidationError(f"`{name}` has no concepts (shape {tuple(shape)})")
     if sp.issparse(c):
+        def position(mask):
+            k = int(np.flatnonzero(mask)[0])
+            row = int(np.searchsorted(c.indptr, k, side="right") - 1)
+            return (row, int(c.indices[k]))
+
         if data.size and not np.isfinite(data).all():
-            raise ValidationError(f"`{name}` contains non-finite values")
+            bad = ~np.isfinite(data)
+            raise ValidationError(
+                f"`{name}` contains a non-finite value ({data[bad][0]!r}) at position "
+                f"{position(bad)}")
         bad = (data < 0) | (data > 1)
         if bad.any():
             raise ValidationError(
-                f"`{name}` values must lie in [0, 1]; found {data[bad][0]!r}"
-            )
+                f"`{name}` values must lie in [0, 1]; found {data[bad][0]!r} at position "
+                f"{position(bad)}")
         return c
     _check_finite(data, name)
     bad = (data < 0) | (data > 1)

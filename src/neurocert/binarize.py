@@ -65,7 +65,16 @@ def binarize(activations: np.ndarray, *, threshold: float | None = None,
     activations must already be 0/1.
     """
     if threshold is not None:
-        return (activations > threshold).astype(np.float32)
+        a = np.asarray(activations)
+        t = threshold
+        if a.dtype == np.float32:
+            # NumPy compares with the threshold rounded to float32; use the float32 value
+            # t32 for which `a > t32` is exactly `a > threshold` in real arithmetic
+            t32 = np.float32(threshold)
+            if float(t32) > threshold:
+                t32 = np.nextafter(t32, np.float32(-np.inf))
+            t = t32
+        return (a > t).astype(np.float32)
     if cutoffs is not None:
         return (activations >= cutoffs[None, :]).astype(np.float32)
     return np.asarray(activations, dtype=np.float32)

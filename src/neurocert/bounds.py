@@ -157,9 +157,29 @@ def _box_bound(formula, stats: CountStats, delta, n_simultaneous: int, options,
         f_lo = f_hi = d.top_frac * s_lo
     else:
         f_lo, f_hi = interval(f_lo_count, de)
+    return _corner_limits(formula, options, fc_lo, fc_hi, f_lo, f_hi, c_lo, c_hi, s_lo, s_hi)
+
+
+def _corner_limits(formula, options, fc_lo, fc_hi, f_lo, f_hi, c_lo, c_hi, s_lo, s_hi):
+    """Limits of a monotone count formula over the *feasible* part of a box of masses.
+
+    The formula is non-decreasing in ``fc`` and ``s`` and non-increasing in ``f`` and
+    ``c`` only where its denominators are positive, i.e. on feasible masses
+    (``fc <= min(f, c)``, ``f + c - fc <= s``). The upper corner therefore raises ``f``
+    and ``c`` to at least ``fc_hi`` and ``s`` to at least the union; the lower corner
+    is used only when ``s_lo`` exceeds ``f_hi`` and ``c_hi`` (otherwise NaN, which the
+    caller turns into the vacuous limit).
+    """
     fc_hi = np.minimum(fc_hi, np.minimum(f_hi, c_hi))
+    fc_lo = np.minimum(fc_lo, fc_hi)
+    f_u = np.maximum(f_lo, fc_hi)
+    c_u = np.maximum(c_lo, fc_hi)
+    s_u = np.maximum(s_hi, f_u + c_u - fc_hi)
+    hi = formula(fc_hi, f_u, c_u, s_u, options)
+    hi = np.where(s_u > np.maximum(f_u, c_u), hi, np.nan)
     lo = formula(fc_lo, f_hi, c_hi, s_lo, options)
-    hi = formula(fc_hi, f_lo, c_lo, s_hi, options)
+    ok = (s_lo > np.maximum(f_hi, c_hi)) & (f_hi + c_hi - fc_lo <= s_lo)
+    lo = np.where(ok, lo, np.nan)
     return lo, hi
 
 

@@ -197,7 +197,7 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     z = _binary_concepts(p)
     base = p.sample_weight
     if base is not None:
-        w = w * base[None, :].astype(w.dtype)
+        w = w.astype(np.float64) * base[None, :]  # float64: base weights may be large or real
     totals = w.sum(axis=1, dtype=np.float64)
     cw = _concept_weights(z, w)
     b, n_neurons = w.shape[0], p.n_neurons
@@ -222,7 +222,7 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
             ws = ws * mask
         active = ws.sum(axis=1, dtype=np.float64)
         zs = _rows(z, sup.index, cols).astype(np.float32, copy=False)
-        tp = ws.astype(np.float32, copy=False) @ zs
+        tp = ws @ zs if ws.dtype == np.float64 else ws.astype(np.float32, copy=False) @ zs
         f = active[:, None]
         c = cw[:, cols]
         s = totals[:, None]

@@ -372,12 +372,9 @@ def _moments(stats: MomentStats):
 
 def _correlation(stats: MomentStats, options: MetricOptions) -> np.ndarray:
     cov, vx, vc = _moments(stats)
-    # relative tolerance guards against round-off "variance" of constant inputs
-    scale_x = (stats.sxx / stats.total) + (stats.shift**2)
-    okx = vx > 1e-24 * np.maximum(scale_x, 1e-300)
-    okc = vc > 1e-24 * np.maximum(stats.scc / stats.total, 1e-300)
+    ok = ((~stats.constant_neuron & (vx > 0))[:, None]
+          & (~stats.constant_concept & (vc > 0))[None, :])
     den = np.sqrt(vx[:, None] * vc[None, :])
-    ok = okx[:, None] & okc[None, :]
     return np.where(ok, np.clip(_div(cov, np.where(ok, den, 1.0)), -1, 1), np.nan)
 
 

@@ -181,6 +181,20 @@ class MomentStats:
     scc: np.ndarray
     shift: np.ndarray
     design: Design
+    #: per neuron / concept: (min, max) over samples with positive weight, for exact
+    #: detection of constant inputs
+    x_range: np.ndarray | None = field(default=None, repr=False)
+    c_range: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def constant_neuron(self) -> np.ndarray:
+        r = self.x_range
+        return np.zeros(self.sx.shape, bool) if r is None else r[0] == r[1]
+
+    @property
+    def constant_concept(self) -> np.ndarray:
+        r = self.c_range
+        return np.zeros(self.sc.shape, bool) if r is None else r[0] == r[1]
 
     @property
     def total(self) -> float:
@@ -191,8 +205,14 @@ class MomentStats:
             raise ValueError("cannot merge moment statistics with different shifts")
         d = replace(self.design, total=self.total + other.total,
                     n_units=self.design.n_units + other.design.n_units)
+        def rng(a, b):
+            if a is None or b is None:
+                return None
+            return np.stack([np.minimum(a[0], b[0]), np.maximum(a[1], b[1])])
+
         return MomentStats(self.sxc + other.sxc, self.sx + other.sx, self.sxx + other.sxx,
-                           self.sc + other.sc, self.scc + other.scc, self.shift, d)
+                           self.sc + other.sc, self.scc + other.scc, self.shift, d,
+                           rng(self.x_range, other.x_range), rng(self.c_range, other.c_range))
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +259,8 @@ def _xtz(x: np.ndarray, z) -> np.ndarray:
 
 
 def _integer_valued(w: np.ndarray | None) -> bool:
-    return w is None or bool(np.all(w == np.round(w)))
+    """Integer weights small enough that float32 products and partial sums stay exact."""
+    return w is None or bool(np.all(w == np.round(w)) and (w.size == 0 or w.max() < _F32_EXACT))
 
 
 def _sample_blocks(n: int, w: np.ndarray | None, exact_f32: bool) -> list[tuple[int, int]]:
@@ -431,4 +452,13 @@ def moment_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray
     sc = _column_sums(c, w)
     c2 = c.multiply(c) if sp.issparse(c) else c * c
     scc = _column_sums(c2, w)
-    return MomentStats(sxc=sxc, sx=sx, sxx=sxx, sc=sc, scc=scc, shift=shift, design=design)
+    rows = slice(None) if w is None else (w > 0)
+    x_range = np.stack([a[rows].min(axis=0), a[rows].max(axis=0)])
+    cr = c[np.flatnonzero(w > 0)] if (w is not None) else c
+    if sp.issparse(cr):
+        cmin = np.asarray(cr.min(axis=0).todense()).reshape(-1)
+        cmax = np.asarray(cr.max(axis=0).todense()).reshape(-1)
+    else:
+        cmin, cmax = cr.min(axis=0), cr.max(axis=0)
+    return MomentStats(sxc=sxc, sx=sx, sxx=sxx, sc=sc, scc=scc, shift=shift, design=design,
+                       x_range=x_range, c_range=np.stack([cmin, cmax]))
