@@ -170,22 +170,21 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
                 tp_hi = st.binom.ppf(1 - e, n, cs.tp / n)
                 a_lo = st.binom.ppf(e, n, cs.active / n)[:, None]
                 a_hi = st.binom.ppf(1 - e, n, cs.active / n)[:, None]
+            from .bounds import _corner_limits
+
+            nn = float(n)
             with np.errstate(divide="ignore", invalid="ignore"):
-                lo = formula(tp_lo, a_hi, c_hi, float(n), p.options)
-                hi = formula(tp_hi, a_lo, c_lo, float(n), p.options)
-                sure = (is_defined(tp_lo, a_lo, c_lo, float(n), p.options)
-                        & is_defined(tp_hi, a_hi, c_hi, float(n), p.options))
+                lo, hi = _corner_limits(formula, p.options, tp_lo, tp_hi, a_lo, a_hi, c_lo, c_hi,
+                                        nn, nn)
+                sure = (is_defined(tp_lo, a_lo, c_lo, nn, p.options)
+                        & is_defined(tp_hi, a_hi, c_hi, nn, p.options))
             lo = np.where(sure & ~np.isnan(lo), lo, -np.inf)
             hi = np.where(np.isnan(hi), np.inf, hi)
         lo = np.where(defined, lo, -np.inf)
         hi = np.where(defined, hi, -np.inf)
         ranges = np.stack([lo, hi], axis=-1)
         keep &= hi >= lo.max(axis=1, keepdims=True)
-    cands = []
-    for j in range(n_neurons):
-        c = np.flatnonzero(keep[j])
-        cands.append(c if c.size else np.flatnonzero(defined[j])[:1])
-    return cands, ranges
+    return [np.flatnonzero(keep[j]) for j in range(n_neurons)], ranges
 
 
 def _cutoff_band(n: int, k: float, e: float) -> tuple[int, int]:
@@ -225,7 +224,7 @@ def _blackbox_engine(method: Callable[[np.ndarray], Any], n_neurons: int, n_conc
     def run(p, w, candidates, tracked, supports):
         b = w.shape[0]
         winner = np.empty((b, n_neurons), np.int64)
-        votes = np.zeros((n_neurons, n_concepts + 1))
+        ones = np.zeros((n_neurons, n_concepts + 1), np.int64)
         for i in range(b):
             out = np.asarray(method(w[i].astype(np.float64)), dtype=np.int64).reshape(-1)
             if out.shape != (n_neurons,):
@@ -236,10 +235,10 @@ def _blackbox_engine(method: Callable[[np.ndarray], Any], n_neurons: int, n_conc
                 raise ValidationError("`method` returned a concept index out of range "
                                       f"[-1, {n_concepts - 1}]")
             winner[i] = out
-            votes[np.arange(n_neurons), np.where(out < 0, n_concepts, out)] += 1
+            ones[np.arange(n_neurons), np.where(out < 0, n_concepts, out)] += 1
         n_tied = (winner >= 0).astype(np.int64)
-        return _engine.Votes(winner, n_tied, votes, np.full((b, n_neurons, tracked.shape[1]),
-                                                            np.nan))
+        return _engine.Votes(winner, n_tied, {1: ones},
+                             np.full((b, n_neurons, tracked.shape[1]), np.nan))
     return run
 
 
@@ -271,6 +270,26 @@ def replicate_explanations(p: Prepared, weights: np.ndarray, *,
     else:
         run, supports = engine if engine is not None else _engine_for(p)
     return run(p, weights, candidates, tracked, supports)
+
+
+def _data_hash(p: Prepared) -> str:
+    """Content hash of the probing data (activations, concepts, weights, groups)."""
+    import hashlib
+
+    import scipy.sparse as sparse
+
+    from .results import array_sha256
+
+    h = hashlib.sha256(array_sha256(np.asarray(p.activations)).encode())
+    c = p.concepts
+    parts = [c.data, c.indices, c.indptr] if sparse.issparse(c) else [np.asarray(c)]
+    if p.sample_weight is not None:
+        parts.append(p.sample_weight)
+    if p.groups is not None:
+        parts.append(p.groups[0])
+    for a in parts:
+        h.update(array_sha256(np.ascontiguousarray(a)).encode())
+    return h.hexdigest()
 
 
 def _params_key(params: dict[str, Any]) -> str:
@@ -431,57 +450,72 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
               "threshold": p.threshold, "top_frac": p.top_frac, "truth": truth,
               "wpmi_lambda": float(wpmi_lambda), "grouped": p.design.grouped,
               "weighted": p.sample_weight is not None, "black_box": method is not None,
-              "seed_entropy": str(seed.entropy), "top_k": top_k}
+              "seed_entropy": str(seed.entropy), "seed_spawn_key": list(seed.spawn_key),
+              "top_k": top_k}
 
     n_neurons, n_concepts = p.n_neurons, p.n_concepts
     winners = np.empty((0, n_neurons), np.int64)
     ties = np.empty((0, n_neurons), np.int64)
     track = np.empty((0, n_neurons, tracked.shape[1]))
-    votes = np.zeros((n_neurons, n_concepts + 1))
+    counts: dict = {}
     done = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    key = _params_key({**params, "shape": [p.n_samples, n_neurons, n_concepts]})
-    if ckpt is not None and mode != "split":
+    run_boot = mode in ("bootstrap", "both")
+    if ckpt is not None and run_boot:
+        key_params = {k: v for k, v in params.items() if k != "seed_entropy" or rng is not None}
+        key = _params_key({**key_params, "data": _data_hash(p)})
         state = _load_checkpoint(ckpt, key)
         if state is not None:
-            winners, ties, track, votes = (state["winners"], state["ties"], state["track"],
-                                           state["votes"])
+            winners, ties, track = state["winners"], state["ties"], state["track"]
+            counts = {int(k[len("counts_"):]): v for k, v in state.items()
+                      if k.startswith("counts_")}
             done = int(state["done"])
-    run_boot = mode in ("bootstrap", "both")
+            if rng is None:  # resume the stored stream
+                seed = np.random.SeedSequence(int(str(state["seed_entropy"])))
+                params["seed_entropy"] = str(seed.entropy)
     previous_sets = None
     previous_prob = None
-    checked_round = 0
     t_boot = time.perf_counter()
     target = n_boot if run_boot else 0
-    chunks = range(done, target, batch_size)
+    # chunk boundaries: every `batch_size`, and (adaptive) every round, so where the run
+    # stops never depends on `batch_size`
+    cuts = set(range(done, target, batch_size)) | {target}
+    if adaptive:
+        cuts |= set(range(ADAPTIVE_ROUND, target, ADAPTIVE_ROUND))
+    cuts_sorted = sorted(c for c in cuts if c >= done)
+    chunks = list(zip(cuts_sorted[:-1], cuts_sorted[1:]))
     try:
-        for b0 in progress(chunks, total=len(chunks), desc="bootstrap", enabled=progress_bar):
-            b1 = min(target, b0 + batch_size)
+        for b0, b1 in progress(chunks, total=len(chunks), desc="bootstrap", enabled=progress_bar):
             w = _unit_weights(p, seed, range(b0, b1), scheme)
             v = replicate_explanations(p, w, candidates=candidates, tracked=tracked, method=method,
                                        engine=(engine_fn, supports))
             winners = np.concatenate([winners, v.winner])
             ties = np.concatenate([ties, v.n_tied])
             track = np.concatenate([track, v.tracked])
-            votes = votes + v.votes
+            counts = _engine.merge_counts(counts, v.counts)
             done = b1
             if ckpt is not None:
-                _save_checkpoint(ckpt, key, {"winners": winners, "ties": ties, "track": track,
-                                             "votes": votes, "done": np.array(done)})
-            if adaptive and done >= ADAPTIVE_MIN and done // ADAPTIVE_ROUND > checked_round:
-                checked_round = done // ADAPTIVE_ROUND
-                prob = votes / done
+                _save_checkpoint(ckpt, key, {
+                    "winners": winners, "ties": ties, "track": track, "done": np.array(done),
+                    "seed_entropy": np.array(str(seed.entropy)),
+                    **{f"counts_{t}": c for t, c in counts.items()}})
+            if adaptive and done >= ADAPTIVE_MIN and done % ADAPTIVE_ROUND == 0:
+                prob = _engine.total_votes(counts) / done
                 sets = prediction_sets(prob, sim, alpha)
                 if (previous_sets is not None and previous_prob is not None
                         and all(np.array_equal(a, b) for a, b in zip(sets, previous_sets))
                         and np.max(np.abs(prob - previous_prob)) < adaptive_tol):
                     break
                 previous_sets, previous_prob = sets, prob
+            if done >= target:
+                break
     except KeyboardInterrupt:
         if ckpt is not None:
             warnings.warn(f"interrupted after {done} replicates; they are kept in {ckpt} and the "
                           "same call resumes from there", stacklevel=2)
         raise
+    votes = (_engine.total_votes(counts) if counts
+             else np.zeros((n_neurons, n_concepts + 1)))
     t_split = time.perf_counter()
     split_sets = fold_winners = None
     if mode in ("split", "both"):
@@ -502,7 +536,7 @@ def _fold_weights(p: Prepared, seed: np.random.SeedSequence, n_folds: int) -> np
     """0/1 weights of ``n_folds`` disjoint folds of (near-)equal size; groups kept whole."""
     n_units = p.groups[1] if p.groups is not None else p.n_samples
     gen = np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(seed.entropy, spawn_key=(SPLIT_KEY,))))
+        np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + (SPLIT_KEY,))))
     perm = gen.permutation(n_units)
     fold_of_unit = np.empty(n_units, np.int64)
     fold_of_unit[perm] = np.arange(n_units) % n_folds

@@ -47,29 +47,65 @@ class Votes:
         metric's minimum ("none").
     n_tied : ndarray (n_replicates, n_neurons) int64
         Number of exactly tied winners (the vote is split equally among them).
-    votes : ndarray (n_neurons, n_concepts + 1) float64
-        Summed votes over the replicates; the last column is "none".
+    counts : dict int -> ndarray (n_neurons, n_concepts + 1) int64
+        ``counts[t][j, c]``: replicates in which concept ``c`` was one of ``t`` tied
+        winners of neuron ``j`` (last column: "none", with ``t = 1``). Integer
+        counts keep the vote totals exact for any chunking.
     tracked : ndarray (n_replicates, n_neurons, n_tracked) float64
         Replicate similarity of the tracked concepts (NaN if undefined).
     """
 
     winner: np.ndarray
     n_tied: np.ndarray
-    votes: np.ndarray
+    counts: dict
     tracked: np.ndarray
+
+    @property
+    def votes(self) -> np.ndarray:
+        """Summed votes ``sum_t counts[t] / t``, (n_neurons, n_concepts + 1)."""
+        return total_votes(self.counts)
+
+
+def total_votes(counts: dict) -> np.ndarray:
+    """``sum_t counts[t] / t`` in ascending ``t`` (a fixed order: bitwise reproducible)."""
+    keys = sorted(counts)
+    out = np.zeros(counts[keys[0]].shape) if keys else np.zeros((0, 0))
+    for t in keys:
+        out = out + counts[t] / t
+    return out
+
+
+def merge_counts(a: dict, b: dict) -> dict:
+    """Sum two tie-count dictionaries."""
+    out = {t: v.copy() for t, v in a.items()}
+    for t, v in b.items():
+        out[t] = out[t] + v if t in out else v.copy()
+    return out
+
+
+def _add_counts(total: dict, j: int, part: dict, shape: tuple[int, int]) -> None:
+    for t, v in part.items():
+        if t not in total:
+            total[t] = np.zeros(shape, np.int64)
+        total[t][j] += v
 
 
 def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
-                 n_concepts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 n_concepts: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Winners of replicate similarities ``sim (B, K)`` over candidate concepts ``cand (K,)``.
 
-    NaN never wins; if every value is NaN or equals the metric's minimum the
+    NaN never wins; if every value is NaN or at most the metric's minimum the
     outcome is "none" (-1). Exact ties split the vote.
 
     Returns
     -------
-    winner (B,), n_tied (B,), votes (n_concepts + 1,)
+    winner (B,), n_tied (B,), counts {t: (n_concepts + 1,) int64}
     """
+    b = sim.shape[0]
+    if sim.shape[1] == 0:
+        counts = {1: np.zeros(n_concepts + 1, np.int64)}
+        counts[1][-1] = b
+        return np.full(b, -1, np.int64), np.zeros(b, np.int64), counts
     filled = np.where(np.isnan(sim), -np.inf, sim)
     top = filled.max(axis=1)
     none = ~(top > lower)
@@ -79,15 +115,15 @@ def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
     idx = np.where(is_max, cand[None, :], np.iinfo(np.int64).max)
     winner = np.where(none, -1, idx.min(axis=1))
     single = n_tied == 1
-    votes = np.bincount(winner[single], minlength=n_concepts + 1).astype(np.float64)
-    multi = n_tied > 1
-    if multi.any():
-        sub = is_max[multi]
-        share = 1.0 / n_tied[multi]
-        np.add.at(votes, np.broadcast_to(cand, sub.shape)[sub],
-                  np.broadcast_to(share[:, None], sub.shape)[sub])
-    votes[-1] = float(none.sum())
-    return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), votes
+    first = np.bincount(winner[single], minlength=n_concepts + 1).astype(np.int64)
+    first[-1] = int(none.sum())
+    counts = {1: first}
+    for t in np.unique(n_tied[n_tied > 1]):
+        rows = n_tied == t
+        sub = is_max[rows]
+        counts[int(t)] = np.bincount(np.broadcast_to(cand, sub.shape)[sub],
+                                     minlength=n_concepts + 1).astype(np.int64)
+    return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), counts
 
 
 def _binary_concepts(p: Prepared):
@@ -203,7 +239,8 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     b, n_neurons = w.shape[0], p.n_neurons
     winner = np.empty((b, n_neurons), np.int64)
     n_tied = np.empty((b, n_neurons), np.int64)
-    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    counts: dict = {}
+    shape = (n_neurons, p.n_concepts + 1)
     track = np.empty((b, n_neurons, tracked.shape[1]))
     from .metrics import _COUNT_SPECS  # defined-ness rules of the built-ins
 
@@ -231,10 +268,11 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
         defined = is_defined(tp, f, c, s, p.options)
         sim = np.where(defined, val, np.nan)
         pos = np.searchsorted(cols, cand)
-        winner[:, j], n_tied[:, j], votes[j] = argmax_votes(sim[:, pos], cand, metric.lower,
-                                                            p.n_concepts)
+        winner[:, j], n_tied[:, j], part = argmax_votes(sim[:, pos], cand, metric.lower,
+                                                        p.n_concepts)
+        _add_counts(counts, j, part, shape)
         track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
-    return Votes(winner, n_tied, votes, track)
+    return Votes(winner, n_tied, counts, track)
 
 
 class RankSupport:
@@ -268,7 +306,8 @@ def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     b, n_neurons = w.shape[0], p.n_neurons
     winner = np.empty((b, n_neurons), np.int64)
     n_tied = np.empty((b, n_neurons), np.int64)
-    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    counts: dict = {}
+    shape = (n_neurons, p.n_concepts + 1)
     track = np.empty((b, n_neurons, tracked.shape[1]))
     for j in range(n_neurons):
         sup = supports[j]
@@ -286,10 +325,11 @@ def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
             auc = (num - 0.5 * pos_w * pos_w) / den
         sim = np.where(den > 0, auc, np.nan)
         idx = np.searchsorted(cols, cand)
-        winner[:, j], n_tied[:, j], votes[j] = argmax_votes(sim[:, idx], cand, metric.lower,
-                                                            p.n_concepts)
+        winner[:, j], n_tied[:, j], part = argmax_votes(sim[:, idx], cand, metric.lower,
+                                                        p.n_concepts)
+        _add_counts(counts, j, part, shape)
         track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
-    return Votes(winner, n_tied, votes, track)
+    return Votes(winner, n_tied, counts, track)
 
 
 def generic_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
@@ -299,7 +339,8 @@ def generic_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     b, n_neurons = w.shape[0], p.n_neurons
     winner = np.empty((b, n_neurons), np.int64)
     n_tied = np.empty((b, n_neurons), np.int64)
-    votes = np.zeros((n_neurons, p.n_concepts + 1))
+    counts: dict = {}
+    shape = (n_neurons, p.n_concepts + 1)
     track = np.empty((b, n_neurons, tracked.shape[1]))
     rows = np.arange(n_neurons)[:, None]
     for i in range(b):
@@ -309,8 +350,8 @@ def generic_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
         sim = metric.finalize(compute_stats(p, sample_weight=wi), p.options)
         for j in range(n_neurons):
             cand = candidates[j]
-            wn, nt, v = argmax_votes(sim[j, cand][None, :], cand, metric.lower, p.n_concepts)
+            wn, nt, part = argmax_votes(sim[j, cand][None, :], cand, metric.lower, p.n_concepts)
             winner[i, j], n_tied[i, j] = wn[0], nt[0]
-            votes[j] += v
+            _add_counts(counts, j, part, shape)
         track[i] = sim[rows, tracked]
-    return Votes(winner, n_tied, votes, track)
+    return Votes(winner, n_tied, counts, track)

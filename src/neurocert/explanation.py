@@ -334,13 +334,15 @@ class ExplanationResult:
             tables["folds"] = {"fold": np.repeat(np.arange(kf, dtype=np.int64), n),
                                "neuron_index": np.tile(np.arange(n, dtype=np.int64), kf),
                                "winner": self.fold_winners.reshape(-1)}
+        own = {k: v for k, v in self.parameters.items() if k != "input_hashes"}
+        ident_params = {k: v for k, v in ident.parameters.items() if k != "input_hashes"}
         manifest = results.make_manifest(
             "explanation",
-            parameters={**self.parameters, "identification": {
-                **ident.parameters, "metric": ident.metric, "delta": ident.delta,
+            parameters={**own, "identification": {
+                **ident_params, "metric": ident.metric, "delta": ident.delta,
                 "n_samples": ident.n_samples, "n_units": ident.n_units},
-                "alpha": self.alpha, "mode": self.mode, "n_boot_done": self.n_boot,
-                "coverage_target": self.coverage_target},
+                "result_alpha": self.alpha, "result_mode": self.mode,
+                "n_boot_done": self.n_boot, "coverage_target": self.coverage_target},
             seed=None, input_hashes=self.parameters.get("input_hashes"),
             timings=self.timings,
             extra={"seed_entropy": self.parameters.get("seed_entropy")})
@@ -364,6 +366,8 @@ class ExplanationResult:
         n = len(nt["neuron"])
         c = len(tables["concepts"]["concept"])
         params = dict(manifest["parameters"])
+        if manifest.get("input_hashes"):
+            params["input_hashes"] = dict(manifest["input_hashes"])
         ip = dict(params.pop("identification"))
 
         def grid(name):
@@ -389,8 +393,8 @@ class ExplanationResult:
         rt = tables["replicates"]
         b = int(params.pop("n_boot_done"))
         prob = grid("probability")
-        alpha = float(params.pop("alpha"))
-        mode = params.pop("mode")
+        alpha = float(params.pop("result_alpha"))
+        mode = params.pop("result_mode")
         target = params.pop("coverage_target")
         fold_winners = None
         if "folds" in tables:

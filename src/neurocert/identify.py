@@ -45,10 +45,12 @@ def rank_concepts(values: np.ndarray) -> np.ndarray:
     return np.take_along_axis(order, np.argsort(nan_rows, axis=1, kind="stable"), axis=1)
 
 
-def _argmax(values: np.ndarray) -> np.ndarray:
-    all_nan = np.all(np.isnan(values), axis=1)
-    best = rank_concepts(values)[:, 0]
-    return np.where(all_nan, -1, best)
+def _explanation(values: np.ndarray, order: np.ndarray, lower: float) -> np.ndarray:
+    """Chosen concept per neuron: the first of ``order``; -1 ("none") when every value is
+    NaN or at most the metric's minimum (the same rule as a bootstrap replicate)."""
+    with np.errstate(invalid="ignore"):
+        none = ~np.any(values > lower, axis=1)
+    return np.where(none, -1, order[:, 0])
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class IdentificationResult:
         Empirical similarity, simultaneous confidence limits (over the concepts
         of each neuron) and chance-level baseline.
     best : ndarray (n_neurons,) int
-        Chosen concept (argmax; lowest index among ties; -1 if all undefined).
+        Chosen concept (argmax; lowest index among ties); -1 ("none") when every
+        similarity is undefined or at the metric's minimum (e.g. IoU 0 everywhere).
     top : ndarray (n_neurons, top_k) int
         Concepts ranked by similarity (the chosen one first).
     certified_sets : tuple of ndarray
@@ -445,7 +448,7 @@ def identify(activations: Any, concepts: Any, *, metric: str, delta: float = 0.0
                                      options=p.options, estimate=sim)
     t2 = time.perf_counter()
     order = rank_concepts(sim)
-    best = np.where(np.all(np.isnan(sim), axis=1), -1, order[:, 0])
+    best = _explanation(sim, order, p.metric.lower)
     if np.isnan(lower).all():
         sets = tuple(np.array([], np.int64) for _ in range(p.n_neurons))
         regret = np.full(p.n_neurons, np.nan)

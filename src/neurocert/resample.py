@@ -1,7 +1,7 @@
 """Bootstrap replicates as weight vectors, reproducible under any chunking.
 
 Replicate ``b``'s weight for a unit (a sample, or a group when ``groups`` is given)
-is a pure function of ``(seed, b, block)`` where units are cut into fixed blocks of
+is a pure function of ``(seed, b, block)`` (the seed's entropy and spawn key) where units are cut into fixed blocks of
 ``WEIGHT_BLOCK`` units. Every chunking of replicates or samples, thread count or
 worker layout therefore draws the same numbers, and every neuron sees the same
 resample (cross-neuron quantities need one resample for all neurons).
@@ -53,8 +53,9 @@ def as_seed_sequence(rng: Any) -> np.random.SeedSequence:
         f"`rng` must be None, a non-negative int, a numpy SeedSequence or Generator; got {rng!r}")
 
 
-def _gen(entropy: int, *key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=key)))
+def _gen(entropy: int, base: tuple[int, ...], *key: int) -> np.random.Generator:
+    seq = np.random.SeedSequence(entropy, spawn_key=tuple(base) + tuple(key))
+    return np.random.Generator(np.random.PCG64(seq))
 
 
 def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray | range,
@@ -79,7 +80,10 @@ def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray
     """
     if scheme not in SCHEMES:
         raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
-    entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else int(seed)
+    if isinstance(seed, np.random.SeedSequence):
+        entropy, base = seed.entropy, tuple(seed.spawn_key)
+    else:
+        entropy, base = int(seed), ()
     reps = np.asarray(list(replicates), dtype=np.int64)
     starts = np.arange(0, n_units, block)
     sizes = np.minimum(block, n_units - starts)
@@ -88,11 +92,11 @@ def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray
         b = int(b)
         if scheme in ("multinomial", "predictive"):
             draws_total = n_units if scheme == "multinomial" else max(1, n_units // 2)
-            totals = _gen(entropy, b).multinomial(draws_total, sizes / n_units)
+            totals = _gen(entropy, base, b).multinomial(draws_total, sizes / n_units)
             for k, (s, size) in enumerate(zip(starts, sizes)):
-                draws = _gen(entropy, b, k).integers(0, size, int(totals[k]))
+                draws = _gen(entropy, base, b, k).integers(0, size, int(totals[k]))
                 out[row, s:s + size] = np.bincount(draws, minlength=size)
         else:
             for k, (s, size) in enumerate(zip(starts, sizes)):
-                out[row, s:s + size] = _gen(entropy, b, k).poisson(1.0, size)
+                out[row, s:s + size] = _gen(entropy, base, b, k).poisson(1.0, size)
     return out

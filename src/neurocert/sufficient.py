@@ -258,6 +258,23 @@ def _xtz(x: np.ndarray, z) -> np.ndarray:
     return x.T @ z
 
 
+def _distinct_columns(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the distinct columns of ``c`` and, per column, its distinct column."""
+    import hashlib
+
+    ct = np.ascontiguousarray(c.T)
+    first: dict[bytes, int] = {}
+    unique: list[int] = []
+    inverse = np.empty(ct.shape[0], np.int64)
+    for i, row in enumerate(ct):
+        key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(i)
+        inverse[i] = first[key]
+    return np.asarray(unique, np.int64), inverse
+
+
 def _integer_valued(w: np.ndarray | None) -> bool:
     """Integer weights small enough that float32 products and partial sums stay exact."""
     return w is None or bool(np.all(w == np.round(w)) and (w.size == 0 or w.max() < _F32_EXACT))
@@ -446,7 +463,14 @@ def moment_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray
     x = a - shift
     wx = x if w is None else x * w[:, None]
     c = concepts.astype(np.float64) if sp.issparse(concepts) else np.asarray(concepts, np.float64)
-    sxc = _xtz(wx, c)
+    if sp.issparse(c):
+        sxc = _xtz(wx, c)
+    else:
+        # identical concept columns must give identical (exactly tied) similarities, but a
+        # BLAS product may round columns differently by position: compute each distinct
+        # column once
+        unique, inverse = _distinct_columns(c)
+        sxc = _xtz(wx, c[:, unique])[:, inverse]
     sx = wx.sum(axis=0)
     sxx = (wx * x).sum(axis=0)
     sc = _column_sums(c, w)
