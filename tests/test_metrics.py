@@ -592,7 +592,8 @@ def test_identify_tie_breaking_and_nan():
     # neuron 0 active {0,1}: wpmi c0 NaN (C=0), c1 = c2 = log(1/2) - log(2/6) = log(3/2),
     #                         c3 = log 0 = -inf          -> best 1 (lowest of the tie 1, 2)
     # neuron 1 never active:  all NaN (F=0)              -> best -1, label ""
-    # neuron 2 active {5}:    c0 NaN, c1..c3 = -inf      -> best 1: NaN never wins, even over -inf
+    # neuron 2 active {5}:    c0 NaN, c1..c3 = -inf (the metric's minimum) -> best -1 ("none",
+    #                         the rule bootstrap replicates use); ranking still puts NaN last
     c = np.zeros((6, 4))
     c[[0, 2], 1] = 1
     c[[0, 2], 2] = 1
@@ -607,8 +608,8 @@ def test_identify_tie_breaking_and_nan():
     assert s[0, 3] == -np.inf
     assert np.isnan(s[1]).all()
     assert np.isnan(s[2, 0]) and (s[2, 1:] == -np.inf).all()
-    np.testing.assert_array_equal(res.best, [1, -1, 1])
-    assert res.labels == ["x", "", "x"]
+    np.testing.assert_array_equal(res.best, [1, -1, -1])
+    assert res.labels == ["x", "", ""]
     np.testing.assert_array_equal(res.top[0], [1, 2, 3, 0])
     np.testing.assert_array_equal(res.top[2], [1, 2, 3, 0])
     assert np.isnan(res.best_similarity[1])
