@@ -426,11 +426,15 @@ def test_warnings_are_one_line(layer, tmp_path, capsys):
 def test_readme_quickstart_runs(capsys):
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 1
-    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "__readme__"})
+    assert len(blocks) == 2  # identification, then stability (continues the first)
+    namespace = {"__name__": "__readme__"}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "['stripes', 'dog', 'sky', 'sky']" in out
     assert "2 of 4 neurons have a certified label" in out
+    assert "0 ['stripes'] 1.0" in out and "1 ['dog'] 1.0" in out
+    assert "independent probing set of the same size" in out
 
 
 def test_readme_two_setup_commands():
