@@ -277,8 +277,10 @@ def _planning_count(metric, n, delta, n_concepts, cf, nf, top_frac, options, cel
             rho = bernstein_radius(n, v, de)
             fc_lo = np.maximum(lo_ext - rho, 0)
             fc_hi = np.minimum(hi_ext + rho, np.minimum(f_hi, c_hi))
-            g_lo = metric.formula(fc_lo, f_hi, c_hi, 1.0, options)
-            g_hi = metric.formula(fc_hi, f_lo, c_lo, 1.0, options)
+            g_lo, g_hi = _corner_limits(metric.formula, options, fc_lo, fc_hi, f_lo, f_hi,
+                                        c_lo, c_hi, 1.0, 1.0)
+            g_lo = np.where(np.isnan(g_lo), -np.inf, g_lo)
+            g_hi = np.where(np.isnan(g_hi), np.inf, g_hi)
             sim_a = metric.formula(a, f, c, 1.0, options)
             sim_b = metric.formula(b, f, c, 1.0, options)
             cell = np.maximum(g_hi - sim_a, sim_b - g_lo)

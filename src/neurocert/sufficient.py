@@ -399,22 +399,61 @@ def weighted_midranks(a: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     return r.T
 
 
+RANK_NEURON_BLOCK = 64
+
+
+def _exact_split_product(q: np.ndarray, z, qmax: float) -> np.ndarray:
+    """``q.T @ z`` exactly, for non-negative integer ``q`` (n, k) and 0/1 ``z`` (n, c).
+
+    Splits ``q = hi * 2**s + lo`` and runs two float32 products over sample blocks whose
+    column sums stay below 2**24 (exact), summing the blocks in float64 in block order:
+    about twice as fast as one float64 product and bitwise reproducible.
+    """
+    n = q.shape[0]
+    limit = float(1 << 24)
+    block = int(max(1, min(n, limit / np.sqrt(max(qmax, 1.0)))))
+    shift = float(2 ** int(np.ceil(np.log2(max(qmax, 1.0) / 2 ** 0) / 2)))
+    while block * shift >= limit or block * (qmax / shift) >= limit:
+        block = max(1, block // 2)
+    out = np.zeros((q.shape[1], z.shape[1]))
+    for s0 in range(0, n, block):
+        s1 = min(n, s0 + block)
+        qb = q[s0:s1]
+        hi = np.floor(qb / shift)
+        lo = (qb - hi * shift).astype(np.float32)
+        zb = z[s0:s1]
+        out += _xtz(hi.astype(np.float32), zb).astype(np.float64) * shift
+        out += _xtz(lo, zb).astype(np.float64)
+    return out
+
+
 def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray | None,
                design: Design) -> RankStats:
-    """Centred weighted rank sums for all-pairs AUROC (concepts binarized at 0.5)."""
+    """Centred weighted rank sums for all-pairs AUROC (concepts binarized at 0.5).
+
+    ``num = sum_i w_i R_i z_i - (W / 2) P``. With integer weights ``2 w_i R_i`` is an
+    integer and the product is computed exactly in two float32 passes; otherwise in
+    float64. Neurons are processed in blocks of ``RANK_NEURON_BLOCK`` (bounded memory).
+    """
     n, n_neurons = activations.shape
     w = sample_weight
-    z = _binary_concepts(concepts, np.float64)
+    exact = _integer_valued(w)
+    z = _binary_concepts(concepts, np.float32 if exact else np.float64)
     present = _column_sums(z, w)
     total = design.total
     num = np.empty((n_neurons, present.size), dtype=np.float64)
-    for j0 in range(0, n_neurons, NEURON_BLOCK):
-        j1 = min(n_neurons, j0 + NEURON_BLOCK)
+    wmax = 1.0 if w is None else float(w.max())
+    for j0 in range(0, n_neurons, RANK_NEURON_BLOCK):
+        j1 = min(n_neurons, j0 + RANK_NEURON_BLOCK)
         r = weighted_midranks(np.asarray(activations[:, j0:j1]), w)
-        r -= 0.5 * total
         if w is not None:
             r *= w[:, None]
-        num[j0:j1] = _xtz(r, z)
+        if exact:
+            q = 2.0 * r  # integers: twice a half-integer midrank times an integer weight
+            raw = 0.5 * _exact_split_product(q, z, 2.0 * total * wmax)
+        else:
+            raw = _xtz(r, z)
+        num[j0:j1] = raw - 0.5 * total * present[None, :]
     return RankStats(num=num, present=present, design=design)
 
 
