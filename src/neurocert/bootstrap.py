@@ -32,7 +32,6 @@ import numpy as np
 from . import engine as _engine
 from ._progress import progress
 from ._validation import check_names, check_probability
-from .bounds import faithfulness_bound
 from .exceptions import NoBoundWarning, ValidationError
 from .explanation import ExplanationResult, prediction_sets, split_conformal_sets
 from .identify import identify

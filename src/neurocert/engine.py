@@ -126,6 +126,12 @@ def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
     return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), counts
 
 
+def _outputs(b: int, n_neurons: int, n_concepts: int, n_tracked: int):
+    """Empty per-replicate outputs of an engine: winner, n_tied, counts, track."""
+    return (np.empty((b, n_neurons), np.int64), np.empty((b, n_neurons), np.int64), {},
+            np.empty((b, n_neurons, n_tracked)))
+
+
 def _binary_concepts(p: Prepared):
     c = p.concepts
     if sp.issparse(c):
@@ -237,11 +243,8 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     totals = w.sum(axis=1, dtype=np.float64)
     cw = _concept_weights(z, w)
     b, n_neurons = w.shape[0], p.n_neurons
-    winner = np.empty((b, n_neurons), np.int64)
-    n_tied = np.empty((b, n_neurons), np.int64)
-    counts: dict = {}
+    winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
-    track = np.empty((b, n_neurons, tracked.shape[1]))
     from .metrics import _COUNT_SPECS  # defined-ness rules of the built-ins
 
     is_defined = _COUNT_SPECS[metric.name][1]
@@ -304,11 +307,8 @@ def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     totals = wf.sum(axis=1)
     pw = _concept_weights(z, wf)
     b, n_neurons = w.shape[0], p.n_neurons
-    winner = np.empty((b, n_neurons), np.int64)
-    n_tied = np.empty((b, n_neurons), np.int64)
-    counts: dict = {}
+    winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
-    track = np.empty((b, n_neurons, tracked.shape[1]))
     for j in range(n_neurons):
         sup = supports[j]
         cand = candidates[j]
@@ -337,11 +337,8 @@ def generic_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     """Replicate explanations through the library's own statistics, one replicate at a time."""
     metric = p.metric
     b, n_neurons = w.shape[0], p.n_neurons
-    winner = np.empty((b, n_neurons), np.int64)
-    n_tied = np.empty((b, n_neurons), np.int64)
-    counts: dict = {}
+    winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
-    track = np.empty((b, n_neurons, tracked.shape[1]))
     rows = np.arange(n_neurons)[:, None]
     for i in range(b):
         wi = w[i].astype(np.float64)

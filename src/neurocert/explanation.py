@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._compare import results_equal
 from ._optional import require
 from .identify import IdentificationResult
 
@@ -237,21 +238,7 @@ class ExplanationResult:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ExplanationResult):
             return NotImplemented
-        for f in fields(self):
-            if f.name == "timings":
-                continue
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if a is None or b is None or np.shape(a) != np.shape(b) or \
-                        not np.array_equal(a, b, equal_nan=True):
-                    return False
-            elif isinstance(a, tuple) or isinstance(b, tuple):
-                if (a is None) != (b is None) or (a is not None and (
-                        len(a) != len(b) or any(not np.array_equal(x, y) for x, y in zip(a, b)))):
-                    return False
-            elif a != b:
-                return False
-        return True
+        return results_equal(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 

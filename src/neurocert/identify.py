@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._compare import results_equal
 from ._optional import require
 from ._validation import check_names, check_probability
 from .bounds import confidence_limits
@@ -166,19 +167,7 @@ class IdentificationResult:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IdentificationResult):
             return NotImplemented
-        for f in fields(self):
-            if f.name == "timings":
-                continue
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray):
-                if a.shape != np.shape(b) or not np.array_equal(a, b, equal_nan=True):
-                    return False
-            elif f.name == "certified_sets":
-                if len(a) != len(b) or any(not np.array_equal(x, y) for x, y in zip(a, b)):
-                    return False
-            elif a != b:
-                return False
-        return True
+        return results_equal(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
