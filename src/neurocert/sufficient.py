@@ -345,8 +345,9 @@ def count_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray 
                     active[j0:j1] += m.sum(axis=0, dtype=np.float64)
                 if np.count_nonzero(m) < SPARSE_ACTIVE * m.size:
                     # few active samples (e.g. top 0.5%): a sparse product is exact and fast
-                    ms = sp.csc_matrix(m.astype(np.float64))
-                    prod = ms.T @ z[s0:s1].astype(np.float64)
+                    # exact: dtype is float32 only when partial sums stay below 2**24
+                    ms = sp.csc_matrix(m)
+                    prod = ms.T @ z[s0:s1]
                     tps[i][j0:j1] += prod.toarray() if sp.issparse(prod) else np.asarray(prod)
                 else:
                     tps[i][j0:j1] += _xtz(m, z[s0:s1])
