@@ -165,7 +165,7 @@ def _corner_limits(formula, options, fc_lo, fc_hi, f_lo, f_hi, c_lo, c_hi, s_lo,
 
     The formula is non-decreasing in ``fc`` and ``s`` and non-increasing in ``f`` and
     ``c`` only where its denominators are positive, i.e. on feasible masses
-    (``fc <= min(f, c)``, ``f + c - fc <= s``). The upper corner therefore raises ``f``
+    (``fc <= min(f, c)``, ``s > max(f, c)``). The upper corner therefore raises ``f``
     and ``c`` to at least ``fc_hi`` and ``s`` to at least the union; the lower corner
     is used only when ``s_lo`` exceeds ``f_hi`` and ``c_hi`` (otherwise NaN, which the
     caller turns into the vacuous limit).
@@ -177,9 +177,10 @@ def _corner_limits(formula, options, fc_lo, fc_hi, f_lo, f_hi, c_lo, c_hi, s_lo,
     s_u = np.maximum(s_hi, f_u + c_u - fc_hi)
     hi = formula(fc_hi, f_u, c_u, s_u, options)
     hi = np.where(s_u > np.maximum(f_u, c_u), hi, np.nan)
+    # monotone on the path to the lower corner while s > f, s > c and fc <= min(f, c)
+    # (the last holds since fc_lo <= fc_hi <= min(f_hi, c_hi)); the union may exceed s there
     lo = formula(fc_lo, f_hi, c_hi, s_lo, options)
-    ok = (s_lo > np.maximum(f_hi, c_hi)) & (f_hi + c_hi - fc_lo <= s_lo)
-    lo = np.where(ok, lo, np.nan)
+    lo = np.where(s_lo > np.maximum(f_hi, c_hi), lo, np.nan)
     return lo, hi
 
 
