@@ -109,11 +109,15 @@ def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
     filled = np.where(np.isnan(sim), -np.inf, sim)
     top = filled.max(axis=1)
     none = ~(top > lower)
-    is_max = (filled == top[:, None]) & ~none[:, None]
+    is_max = filled == top[:, None]
+    is_max[none] = False
     n_tied = is_max.sum(axis=1)
-    # lowest concept index among the tied (candidates may not be sorted)
-    idx = np.where(is_max, cand[None, :], np.iinfo(np.int64).max)
-    winner = np.where(none, -1, idx.min(axis=1))
+    # candidates are sorted, so the first maximum is the lowest concept index among ties
+    if np.all(np.diff(cand) > 0):
+        winner = np.where(none, -1, cand[np.argmax(filled, axis=1)])
+    else:
+        idx = np.where(is_max, cand[None, :], np.iinfo(np.int64).max)
+        winner = np.where(none, -1, idx.min(axis=1))
     single = n_tied == 1
     first = np.bincount(winner[single], minlength=n_concepts + 1).astype(np.int64)
     first[-1] = int(none.sum())
