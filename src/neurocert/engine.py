@@ -153,8 +153,10 @@ def _concept_weights(z, w: np.ndarray) -> np.ndarray:
 
 
 def _rows(z, idx: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    sub = z[idx][:, cols]
-    return sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+    """``z[idx][:, cols]`` without copying all columns of the selected rows."""
+    if sp.issparse(z):
+        return z[idx][:, cols].toarray()
+    return np.asarray(z)[np.ix_(idx, cols)]
 
 
 class CountSupport:
