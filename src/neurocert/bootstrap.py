@@ -368,8 +368,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         (-1 for none) for sample weights ``weights (n_samples,)``; wraps NetDissect,
         CLIP-Dissect or a user's own method. Tracked intervals are then NaN.
     batch_size : int, optional
-        Replicates per chunk (memory ~ batch_size x n_samples x 4 bytes); default:
-        as many as fit in about 256 MB. Results do not depend on it.
+        Replicates per chunk; default: about 256 MB of working arrays (8 bytes per
+        replicate and sample for count metrics, 64 for AUROC). Results do not depend on it.
     checkpoint : path, optional
         ``.npz`` file updated after every chunk; an interrupted run (Ctrl-C) keeps
         what it computed there and the same call resumes from it.
@@ -423,7 +423,10 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     nnames = check_names(neuron_names, p.n_neurons, "neuron")
     seed = as_seed_sequence(rng)
     if batch_size is None:
-        batch_size = int(max(1, min(n_boot, BATCH_BYTES // (4 * p.n_samples))))
+        # bytes per (replicate, sample) at peak: float32 weights for counts; AUROC keeps
+        # about eight float64 arrays of that shape per neuron
+        per = 64 if p.metric.statistics == "rank" else 8
+        batch_size = int(max(1, min(n_boot, BATCH_BYTES // (per * p.n_samples))))
         if adaptive:
             batch_size = min(batch_size, ADAPTIVE_ROUND)
 

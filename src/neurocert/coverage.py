@@ -765,7 +765,10 @@ def coverage_grid(*, ns: Sequence[int] = (1_000, 10_000),
 
 def _entropy(rng: Any) -> int:
     if isinstance(rng, np.random.SeedSequence):
-        return int(rng.entropy)
+        if not rng.spawn_key:
+            return int(rng.entropy)
+        # a spawned child: fold its key in, so sibling seeds give different streams
+        return int(rng.generate_state(2, np.uint64)[0] >> np.uint64(1))
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**63))
     if rng is None:
