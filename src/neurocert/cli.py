@@ -654,6 +654,41 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- #
+# experiments
+# --------------------------------------------------------------------------- #
+
+def _experiments_arguments(p: argparse.ArgumentParser) -> None:
+    from .experiments import EXPERIMENTS
+
+    p.add_argument("--out", type=Path, default=Path("neurocert-out") / "experiments",
+                   metavar="DIR", help="output folder (default: ./neurocert-out/experiments)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (about a minute for all experiments; used in CI)")
+    p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                   help=f"run only these experiments (of: {', '.join(EXPERIMENTS)})")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute experiments that a previous run already finished")
+
+
+@register("experiments", help="regenerate the paper's synthetic experiments: figures, tables "
+                              "and an index",
+          add_arguments=_experiments_arguments)
+def _run_experiments(args: argparse.Namespace) -> int:
+    from .experiments import run_experiments
+
+    seed = 0 if args.seed is None else args.seed
+    res = run_experiments(args.out, which=args.only, quick=args.quick, seed=seed,
+                          progress=not args.no_progress, resume=not args.no_resume)
+    rows = [[name, e["figure"] or "new", e["status"], f"{e['seconds']:.1f}"]
+            for name, e in res["experiments"].items()]
+    print(format_table(["experiment", "reproduces", "status", "seconds"], rows))
+    print(f"{'quick' if res['quick'] else 'default'} run, seed {res['seed']}, "
+          f"{res['seconds']:.1f} s in all")
+    print(f"index: {res['index']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
 
