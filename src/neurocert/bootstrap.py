@@ -401,6 +401,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     if scheme not in ("multinomial", "poisson", "predictive"):
         raise ValidationError(
             f"`scheme` must be 'multinomial', 'poisson' or 'predictive'; got {scheme!r}")
+    prune_epsilon = check_probability(prune_epsilon, "prune_epsilon", low_open=False)
+    if not (isinstance(adaptive_tol, (int, float)) and 0 < adaptive_tol <= 1):
+        raise ValidationError(f"`adaptive_tol` must lie in (0, 1]; got {adaptive_tol!r}")
     if method is not None and not callable(method):
         raise ValidationError("`method` must be callable: weights (n_samples,) -> concept per neuron")
     p = prepare(activations, concepts, metric=metric, sample_weight=sample_weight,
