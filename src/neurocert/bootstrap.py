@@ -90,7 +90,9 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
       quantile, and given the counts the replicate AUROC is a two-sample U-statistic
       with mean equal to the full-data AUROC (Bernoulli-KL quantiles, Lemma 4).
 
-    Every quantile is taken at ``epsilon / E`` (``E`` one-sided events per neuron), so
+    Half of ``epsilon`` goes to the per-neuron events (the cut-off band, the active
+    weight; with ``top_frac`` that weight is at least ``k`` by the cut-off rule), half to
+    the four one-sided events of each concept (Bonferroni), so
     with probability >= 1 - epsilon per replicate and neuron all ranges hold and
     the replicate's winner ``c`` has ``hi_c >= max_k lo_k``: concepts failing that are
     pruned. Concepts undefined on the full data are undefined in every replicate
@@ -132,8 +134,11 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
         else:
             formula = m.formula
             is_defined = _COUNT_SPECS[m.name][1]
-            neuron_events = 4 if p.top_frac is not None else 2
-            e = epsilon / (neuron_events + 4 * n_concepts)
+            # half of epsilon for the per-neuron events (cut-off band and active weight),
+            # half for the 4 per-concept/pair events of each concept (Bonferroni)
+            neuron_events = 3 if p.top_frac is not None else 2
+            e_neuron = epsilon / (2 * neuron_events)
+            e = epsilon / (2 * 4 * n_concepts)
             c_lo = st.binom.ppf(e, n, present / n)[None, :]
             c_hi = st.binom.ppf(1 - e, n, present / n)[None, :]
             if supports is None:
@@ -142,10 +147,9 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
                 from .binarize import top_frac_target
 
                 k = top_frac_target(p.top_frac, float(n))
-                r_lo, r_hi = _cutoff_band(n, k, e)
+                r_lo, r_hi = _cutoff_band(n, k, e_neuron)
                 t_lo = np.empty(sim.shape)
                 t_hi = np.empty(sim.shape)
-                a_lo_n = np.empty(n_neurons)
                 a_hi_n = np.empty(n_neurons)
                 for j, sup in enumerate(supports):
                     while sup._length < min(n, r_hi) and sup.extend():
@@ -155,11 +159,12 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
                                       else z[sup.index[:end]], dtype=np.float64)
                     t_lo[j] = rows[:r_lo].sum(axis=0)
                     t_hi[j] = rows.sum(axis=0)
-                    a_lo_n[j], a_hi_n[j] = r_lo, end
+                    a_hi_n[j] = end
                 tp_lo = st.binom.ppf(e, n, t_lo / n)
                 tp_hi = st.binom.ppf(1 - e, n, t_hi / n)
-                a_lo = st.binom.ppf(e, n, a_lo_n / n)[:, None]
-                a_hi = st.binom.ppf(1 - e, n, a_hi_n / n)[:, None]
+                # the replicate's active weight is at least k by the cut-off rule
+                a_lo = np.full((n_neurons, 1), float(k))
+                a_hi = st.binom.ppf(1 - e_neuron, n, a_hi_n / n)[:, None]
             else:
                 from .sufficient import count_stats
 
@@ -167,8 +172,8 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
                                  threshold=p.threshold)
                 tp_lo = st.binom.ppf(e, n, cs.tp / n)
                 tp_hi = st.binom.ppf(1 - e, n, cs.tp / n)
-                a_lo = st.binom.ppf(e, n, cs.active / n)[:, None]
-                a_hi = st.binom.ppf(1 - e, n, cs.active / n)[:, None]
+                a_lo = st.binom.ppf(e_neuron, n, cs.active / n)[:, None]
+                a_hi = st.binom.ppf(1 - e_neuron, n, cs.active / n)[:, None]
             from .bounds import _corner_limits
 
             nn = float(n)
