@@ -23,6 +23,7 @@ as CSV by the runner.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from .._optional import require
 
 Table = dict[str, np.ndarray]
 
-__all__ = ["Table", "child_seed", "pyplot", "table_rows"]
+__all__ = ["Table", "caption", "child_seed", "fmt", "pyplot", "table_rows"]
 
 
 def pyplot() -> Any:
@@ -56,3 +57,19 @@ def table_rows(rows: list[dict[str, Any]]) -> Table:
         vals = [r[k] for r in rows]
         out[k] = np.asarray(vals, dtype=object if isinstance(vals[0], str) else None)
     return out
+
+
+def fmt(x: Any) -> str:
+    """A number for readings and captions: integers plainly, else 3 significant digits."""
+    x = float(x)
+    if not math.isfinite(x):
+        return "n/a"
+    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.3g}"
+
+
+def caption(fig: Any, text: str, *, bottom: float = 0.01, room: float = 0.04,
+            top: float = 0.96) -> Any:
+    """Put a caption under the axes and lay the figure out around it; returns ``fig``."""
+    fig.text(0.5, bottom, text, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, room, 1, top))
+    return fig

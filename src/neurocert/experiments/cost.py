@@ -50,7 +50,8 @@ from ..identify import rank_concepts
 from ..resample import as_seed_sequence, replicate_weights
 from ..similarity import similarity
 from ..simulate import planted_layer
-from ._base import Table, child_seed, pyplot, table_rows
+from ._base import Table, caption, child_seed, pyplot, table_rows
+from ._base import fmt as _g
 
 NAME = "cost"
 TITLE = "Compute cost of BE: wall time and peak memory vs B and |C|"
@@ -313,16 +314,8 @@ def plot(table: Table, params: dict[str, Any]) -> Any:
            f"concept frequency {params['concept_freq']:g}; bootstrap_explain (multinomial, "
            f"pruning on); loop = neurocert.similarity per replicate + argmax, timed on "
            f"{params['loop_reps']} replicates and scaled to B. Machine-dependent numbers.")
-    fig.text(0.5, 0.01, cap, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    return fig
+    return caption(fig, cap, bottom=0.01, room=0.04, top=0.96)
 
-
-def _g(x: Any) -> str:
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:

@@ -35,7 +35,8 @@ import numpy as np
 from .._progress import progress as _progress
 from ..coverage import coverage_grid, default_n_folds, recall_tie_model
 from ..exceptions import ValidationError
-from ._base import Table, child_seed, pyplot, table_rows
+from ._base import Table, caption, child_seed, pyplot, table_rows
+from ._base import fmt as _g
 
 NAME = "coverage"
 TITLE = "BE coverage: bootstrap, split-conformal and certified sets"
@@ -324,16 +325,8 @@ def plot(table: Table, params: dict[str, Any]) -> Any:
            f"B = {params['n_boot']} in (a)-(d); δ = {delta:g}. Targets: bootstrap set → fresh "
            f"explanation at n; split set → fresh explanation at n/K, K = ⌈2/α⌉ − 1; certified "
            f"set → c*.")
-    fig.text(0.5, 0.005, cap, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.035, 1, 0.96))
-    return fig
+    return caption(fig, cap, bottom=0.005, room=0.035, top=0.96)
 
-
-def _g(x: Any) -> str:
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.3g}"
 
 
 def reading(table: Table, params: dict[str, Any]) -> str:

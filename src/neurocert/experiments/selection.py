@@ -50,7 +50,8 @@ from ..exceptions import NoBoundWarning, ValidationError
 from ..identify import certified_sets, rank_concepts
 from ..metrics import MetricOptions, get_metric
 from ..sufficient import CountStats, Design
-from ._base import Table, child_seed, pyplot, table_rows
+from ._base import Table, caption, child_seed, pyplot, table_rows
+from ._base import fmt as _g
 
 NAME = "selection"
 TITLE = "Faithfulness under selection: realised loss vs the regret bound and 2r"
@@ -309,16 +310,8 @@ def plot(table: Table, params: dict[str, Any]) -> Any:
     cap = (f"IoU; one binary neuron (frequency {params['neuron_freq']:g}), concepts of frequency "
            f"{params['concept_freq']:g} with exact population IoU; {params['reps']} probing sets "
            f"per cell; delta = {params['delta']:g}; bounds simultaneous over the |C| concepts.")
-    fig.text(0.5, 0.01, cap, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    return fig
+    return caption(fig, cap, bottom=0.01, room=0.05, top=0.95)
 
-
-def _g(x: Any) -> str:
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _vacuous(table: Table) -> str:

@@ -31,7 +31,8 @@ from .._progress import progress as _progress
 from ..bootstrap import bootstrap_explain
 from ..coverage import RecallTieModel
 from ..exceptions import NoBoundWarning, UndefinedSimilarityWarning, ValidationError
-from ._base import Table, child_seed, pyplot, table_rows
+from ._base import Table, caption, child_seed, pyplot, table_rows
+from ._base import fmt as _g
 
 NAME = "stability"
 TITLE = "Stability of the explanation vs probing-set size and concept frequency"
@@ -261,16 +262,8 @@ def plot(table: Table, params: dict[str, Any]) -> Any:
            f"{params['n_independent']} independent concepts, all of frequency q. bootstrap_explain "
            f"with B = {params['n_boot']} replicates on each of {params['n_sets']} probing sets per "
            f"cell (means; band in (a): ±2 standard errors).")
-    fig.text(0.5, 0.01, cap, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    return fig
+    return caption(fig, cap, bottom=0.01, room=0.06, top=0.95)
 
-
-def _g(x: Any) -> str:
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _collapse(table: Table) -> str:

@@ -28,7 +28,14 @@ import numpy as np
 from ..bounds import faithfulness_bound
 from ..exceptions import NoBoundWarning, ValidationError
 from ._base import Table, pyplot, table_rows
-from .convergence import METRICS, _sorted, check_sim, simulate, summarise_errors, warn_accuracy
+from .convergence import (
+    METRICS,
+    _sorted,
+    check_sim,
+    simulate,
+    summarise_errors,
+    warn_accuracy,
+)
 
 NAME = "theory"
 TITLE = "Theory vs simulation of the generalization gap"
