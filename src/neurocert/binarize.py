@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["binarize", "top_frac_cutoffs", "top_frac_target"]
+__all__ = ["binarize", "top_frac_cutoffs", "top_frac_target", "top_weight_cutoffs"]
 
 _REL_TOL = 1e-12
 
@@ -41,19 +41,48 @@ def top_frac_cutoffs(activations: np.ndarray, top_frac: float,
     ndarray of shape (n_neurons,)
         Cut-off ``t_j``; neuron ``j`` is active on samples with activation ``>= t_j``.
     """
-    n, n_neurons = activations.shape
-    if sample_weight is None:
-        k = int(top_frac_target(top_frac, float(n)))
-        # k-th largest = (n - k)-th smallest (0-based)
-        part = np.partition(np.asarray(activations), n - k, axis=0)
-        return np.array(part[n - k], dtype=np.float64)
+    total = float(activations.shape[0]) if sample_weight is None else float(sample_weight.sum())
+    return top_weight_cutoffs(activations, [top_frac_target(top_frac, total)], sample_weight)[0]
+
+
+def top_weight_cutoffs(activations: np.ndarray, ks, sample_weight: np.ndarray | None = None
+                       ) -> list[np.ndarray]:
+    """Cut-offs of the top-``k``-weight sets for several ``k`` at once (one sort or partition).
+
+    For each ``k`` the cut-off is the largest activation whose cumulative weight, counted
+    from the top, reaches ``k``; ``k <= 0`` gives ``+inf`` (no sample active) and ``k`` at
+    least the total weight gives ``-inf`` (every sample active).
+    """
+    a = np.asarray(activations)
+    n, n_neurons = a.shape
     w = sample_weight
-    k = top_frac_target(top_frac, float(w.sum()))
-    order = np.argsort(-np.asarray(activations), axis=0, kind="stable")
-    cw = np.cumsum(w[order], axis=0)
-    first = np.argmax(cw >= k - _REL_TOL * max(1.0, k), axis=0)
-    rows = order[first, np.arange(n_neurons)]
-    return np.asarray(activations)[rows, np.arange(n_neurons)].astype(np.float64)
+    total = float(n) if w is None else float(w.sum())
+    out: list[np.ndarray | None] = [None] * len(ks)
+    inner = []
+    for i, k in enumerate(ks):
+        if k <= 0:
+            out[i] = np.full(n_neurons, np.inf)
+        elif k >= total:
+            out[i] = np.full(n_neurons, -np.inf)
+        else:
+            inner.append(i)
+    if inner:
+        at = np.ascontiguousarray(a.T)  # rows contiguous: partition/sort along axis 1
+        cols = np.arange(n_neurons)
+        if w is None:
+            kth = sorted({n - int(math.ceil(ks[i] - _REL_TOL * max(1.0, ks[i]))) for i in inner})
+            part = np.partition(at, kth, axis=1)
+            for i in inner:
+                k = int(math.ceil(ks[i] - _REL_TOL * max(1.0, ks[i])))
+                out[i] = np.asarray(part[:, n - k], dtype=np.float64)
+        else:
+            order = np.argsort(-at, axis=1, kind="stable")
+            cw = np.cumsum(w[order], axis=1)
+            for i in inner:
+                k = ks[i]
+                first = np.argmax(cw >= k - _REL_TOL * max(1.0, k), axis=1)
+                out[i] = at[cols, order[cols, first]].astype(np.float64)
+    return out  # type: ignore[return-value]
 
 
 def binarize(activations: np.ndarray, *, threshold: float | None = None,

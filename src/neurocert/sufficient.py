@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from .binarize import binarize, top_frac_cutoffs, top_frac_target
+from .binarize import binarize, top_frac_target, top_weight_cutoffs
 
 __all__ = [
     "APStats",
@@ -316,15 +316,15 @@ def count_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray 
     w = sample_weight
     cut_sets: list[np.ndarray | None] = [None]
     if top_frac is not None:
-        cut_sets = [top_frac_cutoffs(activations, top_frac, w)]
-        design = replace(design, top_frac=top_frac,
-                         active_target=top_frac_target(top_frac, design.total))
+        k = top_frac_target(top_frac, design.total)
+        design = replace(design, top_frac=top_frac, active_target=k)
+        ks = [k]
         if threshold_delta is not None:
             k_lo, k_hi = threshold_band(design, threshold_delta)
             design = replace(design, threshold_delta=threshold_delta, active_lo=k_lo,
                              active_hi=k_hi)
-            cut_sets.append(_cutoffs_for_weight(activations, k_lo, w))
-            cut_sets.append(_cutoffs_for_weight(activations, k_hi, w))
+            ks += [k_lo, k_hi]
+        cut_sets = top_weight_cutoffs(activations, ks, w)
     exact_f32 = _integer_valued(w)
     dtype = np.float32 if exact_f32 else np.float64
     z = _binary_concepts(concepts, dtype)
@@ -354,17 +354,6 @@ def count_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray 
     tp_lo, tp_hi = (tps[1], tps[2]) if len(tps) == 3 else (None, None)
     return CountStats(tp=tps[0], active=active, present=present, design=design,
                       cutoffs=cut_sets[0], tp_lo=tp_lo, tp_hi=tp_hi)
-
-
-def _cutoffs_for_weight(activations: np.ndarray, k: float, w: np.ndarray | None) -> np.ndarray:
-    """Cut-offs of the top-``k``-weight sets (``+inf`` for an empty set, ``-inf`` for all)."""
-    n, n_neurons = activations.shape
-    total = float(n) if w is None else float(w.sum())
-    if k <= 0:
-        return np.full(n_neurons, np.inf)
-    if k >= total:
-        return np.full(n_neurons, -np.inf)
-    return top_frac_cutoffs(activations, k / total, w)
 
 
 def weighted_midranks(a: np.ndarray, w: np.ndarray | None) -> np.ndarray:
