@@ -130,6 +130,11 @@ def argmax_votes(sim: np.ndarray, cand: np.ndarray, lower: float,
     return winner.astype(np.int64), np.where(none, 0, n_tied).astype(np.int64), counts
 
 
+#: count metrics whose formula is 0/0 (NaN) exactly where they are undefined: an empty
+#: denominator forces a zero numerator (tp <= active, present, union)
+NAN_PROPAGATING = frozenset({"accuracy", "precision", "recall", "iou", "f1"})
+
+
 def _outputs(b: int, n_neurons: int, n_concepts: int, n_tracked: int):
     """Empty per-replicate outputs of an engine: winner, n_tied, counts, track."""
     return (np.empty((b, n_neurons), np.int64), np.empty((b, n_neurons), np.int64), {},
@@ -228,7 +233,9 @@ class CountSupport:
         if self.top_frac is None:
             return None
         k = np.maximum(1.0, np.ceil(self.top_frac * totals - 1e-12 * np.maximum(1.0, totals)))
-        cw = np.cumsum(ws, axis=1, dtype=np.float64)
+        # float32 cumulative sums of integer weights are exact below 2**24
+        exact32 = ws.dtype == np.float32 and totals.max() < 2**24
+        cw = np.cumsum(ws, axis=1, dtype=np.float32 if exact32 else np.float64)
         reached = cw[:, -1] >= k - 1e-9 * np.maximum(1.0, k)
         if not reached.all() and self._length < self.n:
             return None
@@ -274,10 +281,15 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
         s = totals[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             val = metric.formula(tp, f, c, s, p.options)
-        defined = is_defined(tp, f, c, s, p.options)
-        sim = np.where(defined, val, np.nan)
-        pos = np.searchsorted(cols, cand)
-        winner[:, j], n_tied[:, j], part = argmax_votes(sim[:, pos], cand, metric.lower,
+        if metric.name in NAN_PROPAGATING:
+            sim = val  # undefined exactly where the formula gives 0/0
+        else:
+            sim = np.where(is_defined(tp, f, c, s, p.options), val, np.nan)
+        if cols.size == cand.size:  # no extra tracked columns: cols is cand
+            cand_sim = sim
+        else:
+            cand_sim = sim[:, np.searchsorted(cols, cand)]
+        winner[:, j], n_tied[:, j], part = argmax_votes(cand_sim, cand, metric.lower,
                                                         p.n_concepts)
         _add_counts(counts, j, part, shape)
         track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
