@@ -197,9 +197,10 @@ class ExplanationResult:
         best = identification.best
         self_in = np.array([(best[j] if best[j] >= 0 else -1) in sets[j] for j in range(n)])
         if b and tracked.shape[2]:
+            quantile = np.nanquantile if np.isnan(tracked).any() else np.quantile
             with np.errstate(all="ignore"), _quiet_nan():
-                lo = np.nanquantile(tracked, alpha / 2, axis=0)
-                hi = np.nanquantile(tracked, 1 - alpha / 2, axis=0)
+                lo = quantile(tracked, alpha / 2, axis=0)
+                hi = quantile(tracked, 1 - alpha / 2, axis=0)
             intervals = np.stack([lo, hi], axis=-1)
         else:
             intervals = np.full(identification.top.shape + (2,), np.nan)
