@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["bernstein_radius", "clopper_pearson", "kl_interval"]
+__all__ = ["bernstein_radius", "clopper_pearson", "kl_interval", "kl_mean_quantiles"]
 
 
 def clopper_pearson(k, m, delta) -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +92,28 @@ def bernstein_radius(m, variance, delta) -> np.ndarray:
         bern = np.sqrt(2.0 * variance * log_term / m) + log_term / (3.0 * m)
     r = np.minimum(hoeff, bern)
     return np.where(m > 0, r, np.inf)
+
+
+def kl_mean_quantiles(mean, m, level, *, iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Where the mean of ``m`` i.i.d. [0, 1] variables of known mean ``mean`` can fall.
+
+    Returns ``[x_lo, x_hi]`` with ``m kl(x, mean) = level`` on each side of ``mean``
+    (0 or 1 where the whole side is within ``level``): by the Chernoff bound
+    ``P(mean_hat <= x_lo) <= exp(-level)`` and likewise above ``x_hi``. This inverts the
+    divergence in its first argument; :func:`kl_interval` inverts the second.
+    """
+    mean, m, level = np.broadcast_arrays(np.asarray(mean, float), np.asarray(m, float),
+                                         np.asarray(level, float))
+    lv = np.where(m > 0, level / np.where(m > 0, m, 1.0), np.inf)
+    lo_a, lo_b = np.zeros(mean.shape), mean.copy()
+    hi_a, hi_b = mean.copy(), np.ones(mean.shape)
+    for _ in range(iterations):
+        mid = 0.5 * (lo_a + lo_b)
+        out = _kl(mid, mean) > lv
+        lo_a = np.where(out, mid, lo_a)
+        lo_b = np.where(out, lo_b, mid)
+        mid = 0.5 * (hi_a + hi_b)
+        out = _kl(mid, mean) > lv
+        hi_b = np.where(out, mid, hi_b)
+        hi_a = np.where(out, hi_a, mid)
+    return lo_a, hi_b

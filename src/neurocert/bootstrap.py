@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import engine as _engine
+from ._intervals import kl_mean_quantiles
 from ._progress import progress
 from ._validation import check_names, check_probability
 from .exceptions import NoBoundWarning, ValidationError
@@ -51,26 +52,6 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValidationError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
     return int(value)
-
-
-def _kl_upper_quantile(mean: np.ndarray, m: np.ndarray, level: np.ndarray,
-                       iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """``[x_lo, x_hi]`` with ``m kl(x, mean) = level`` on each side of ``mean`` (vectorized)."""
-    from ._intervals import _kl
-
-    lv = np.where(m > 0, level / np.maximum(m, 1), np.inf)
-    lo_a, lo_b = np.zeros(mean.shape), mean.copy()
-    hi_a, hi_b = mean.copy(), np.ones(mean.shape)
-    for _ in range(iterations):
-        mid = 0.5 * (lo_a + lo_b)
-        out = _kl(mid, mean) > lv
-        lo_a = np.where(out, mid, lo_a)
-        lo_b = np.where(out, lo_b, mid)
-        mid = 0.5 * (hi_a + hi_b)
-        out = _kl(mid, mean) > lv
-        hi_b = np.where(out, mid, hi_b)
-        hi_a = np.where(out, hi_a, mid)
-    return lo_a, hi_b
 
 
 def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
@@ -127,7 +108,7 @@ def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
             p_hi = st.binom.ppf(1 - e, n, present / n)
             m_lo = np.minimum(p_lo, n - p_hi)
             level = np.log(1 / e)
-            lo, hi = _kl_upper_quantile(np.nan_to_num(sim, nan=0.5),
+            lo, hi = kl_mean_quantiles(np.nan_to_num(sim, nan=0.5),
                                         np.broadcast_to(m_lo, sim.shape), np.asarray(level))
             lo = np.where(m_lo[None, :] > 0, lo, -np.inf)
             hi = np.where(m_lo[None, :] > 0, hi, np.inf)

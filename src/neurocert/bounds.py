@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as _st
 
-from ._intervals import bernstein_radius, clopper_pearson, kl_interval
+from ._intervals import bernstein_radius, clopper_pearson, kl_interval, kl_mean_quantiles
 from ._validation import check_probability
 from .exceptions import NoBoundWarning, ValidationError
 
@@ -50,30 +50,6 @@ class NoBound(Exception):
 # certificate engines
 
 
-def _kl_mean_quantiles(q: float, m: float, delta: float) -> tuple[float, float]:
-    """``[x_lo, x_hi]`` holding the mean of ``m`` i.i.d. [0, 1] variables of mean ``q``
-    with probability >= 1 - delta (Chernoff: ``P(mean <= x) <= exp(-m kl(x, q))``)."""
-    from ._intervals import _kl
-
-    level = math.log(2.0 / delta) / m
-    lo_a, lo_b = 0.0, q
-    hi_a, hi_b = q, 1.0
-    for _ in range(100):
-        mid = 0.5 * (lo_a + lo_b)
-        if _kl(np.array(mid), np.array(q)) > level:
-            lo_a = mid
-        else:
-            lo_b = mid
-        mid = 0.5 * (hi_a + hi_b)
-        if _kl(np.array(mid), np.array(q)) > level:
-            hi_b = mid
-        else:
-            hi_a = mid
-    x_lo = 0.0 if _kl(np.array(0.0), np.array(q)) <= level else lo_a
-    x_hi = 1.0 if _kl(np.array(1.0), np.array(q)) <= level else hi_b
-    return x_lo, x_hi
-
-
 def threshold_band(design, threshold_delta: float) -> tuple[float, float]:
     """Weights ``[k_lo, k_hi]`` that hold the population top-``q`` set's weight ``N(tau_q)``
     with probability >= 1 - threshold_delta.
@@ -84,8 +60,9 @@ def threshold_band(design, threshold_delta: float) -> tuple[float, float]:
     """
     q = design.top_frac
     if design.grouped:
-        x_lo, x_hi = _kl_mean_quantiles(q, design.n_units, threshold_delta)
-        return x_lo * design.total, x_hi * design.total
+        x_lo, x_hi = kl_mean_quantiles(q, design.n_units, math.log(2.0 / threshold_delta),
+                                       iterations=100)
+        return float(x_lo) * design.total, float(x_hi) * design.total
     w = round(design.total)
     k_lo = float(_st.binom.ppf(threshold_delta / 2, w, q))
     k_hi = float(_st.binom.ppf(1 - threshold_delta / 2, w, q))
