@@ -82,6 +82,23 @@ def register(name: str, *, help: str,
 # Parser
 # --------------------------------------------------------------------------- #
 
+def load_command_modules() -> None:
+    """Import every module of :mod:`neurocert.commands`; each registers its subcommands.
+
+    Subcommands that belong to an optional part of the library (reports, real
+    pipelines, distributed runs) live there, one module per subcommand family,
+    so that this file stays the registry and the shared helpers.
+    """
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{info.name}")
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     # In subparsers the defaults are suppressed, so an option given before the
     # subcommand (or set by the config file) is not overwritten by a default.
@@ -107,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from . import __version__
 
+    load_command_modules()
     parser = argparse.ArgumentParser(
         prog=PROG, allow_abbrev=False,
         description="Neuron explanations with certified faithfulness: label neurons with "

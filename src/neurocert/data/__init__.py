@@ -1,0 +1,1 @@
+"""Probing data: readers and generators of probing sets and their concept labels."""
