@@ -1,0 +1,1 @@
+"""Pipelines: NetDissect- and CLIP-Dissect-style identification with certificates and BE."""
