@@ -243,6 +243,12 @@ class ExplanationResult:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _repr_html_(self) -> str:
+        """Notebook view: the first neurons with label, limits and sets (names escaped)."""
+        from .report._html import explanation_html
+
+        return explanation_html(self)
+
     # ----------------------------------------------------------------- tables
     def _neuron_columns(self) -> dict[str, Any]:
         ident = self.identification
