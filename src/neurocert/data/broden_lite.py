@@ -1,6 +1,6 @@
 """broden-lite: a Broden-format probing set composited from real images that install offline.
 
-Every image is a background plus one to three Fashion-MNIST items:
+Every image is a background plus one to four Fashion-MNIST items:
 
 * **background** — a photo from scikit-image (category ``scene``, an
   image-level label covering every pixel), or one or two regions split by a
@@ -8,9 +8,10 @@ Every image is a background plus one to three Fashion-MNIST items:
   ``gravel`` crops, or ``striped``, ``checkered`` and ``dotted`` patterns),
   optionally tinted with a colour, or a colour fill with gentle shading;
 * **objects** — Fashion-MNIST items (Debian ``dataset-fashion-mnist``, the
-  ``t10k`` split), scaled to 30-75 % of the image side at random positions,
+  ``t10k`` split), scaled to 22-60 % of the image side at random positions,
   tinted with a colour and sometimes filled with a texture; later items
-  occlude earlier ones.
+  occlude earlier ones. Photos often carry one or two texture or colour
+  patches (rectangles or ellipses), so those concepts also occur small.
 
 The pixel masks are exact by construction: an item's mask is its foreground
 (intensity above :data:`FOREGROUND`) after scaling, minus what later items
@@ -48,7 +49,7 @@ from .idx import (
 __all__ = ["COLORS", "PHOTOS", "TEXTURES", "concept_names", "generate", "load"]
 
 #: Version of the generating process; part of the content key.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Fashion-MNIST intensity (0-255 scale) above which a scaled item pixel is foreground.
 FOREGROUND = 40
@@ -167,6 +168,37 @@ def _tint(col: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(_PROTO[col] + rng.uniform(-12, 12, 3), 0, 255).astype(np.float32)
 
 
+def _fill_region(reg: np.ndarray, kind: int, rng: np.random.Generator, src: _Sources, s: int,
+                 img: np.ndarray, tex_lab: np.ndarray, col_lab: np.ndarray,
+                 used: tuple[set[int], set[int]]) -> None:
+    """Paint region ``reg`` with a texture (``kind`` 0; tinted or grey) or a colour fill (1)."""
+    if kind == 0:
+        k = int(rng.choice(len(TEXTURES), p=_TEX_W / _TEX_W.sum()))
+        while k in used[0]:
+            k = (k + 1) % len(TEXTURES)
+        used[0].add(k)
+        t = _texture(k, rng, src, s)
+        if rng.random() < 0.6:
+            col = _COL_ORDER[int(rng.choice(len(COLORS), p=_COL_W / _COL_W.sum()))]
+            rgb = _tint(col, rng) * (0.3 + 0.7 * t)[..., None]
+            col_lab[reg] = _OFF_COL + col
+        else:
+            rgb = np.repeat((255 * t)[..., None], 3, axis=2)
+            col_lab[reg] = -1
+        img[reg] = rgb[reg]
+        tex_lab[reg] = _OFF_TEX + k
+        return
+    col = _COL_ORDER[int(rng.choice(len(COLORS), p=_COL_W / _COL_W.sum()))]
+    while col in used[1]:
+        col = (col + 1) % len(COLORS)
+    used[1].add(col)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    g = 1 + rng.uniform(-0.08, 0.08) * (xx - 0.5) + rng.uniform(-0.08, 0.08) * (yy - 0.5)
+    img[reg] = (_tint(col, rng) * g[..., None])[reg]
+    col_lab[reg] = _OFF_COL + col
+    tex_lab[reg] = -1
+
+
 def _render(i: int, seed: int, src: _Sources, s: int, m: int
             ) -> tuple[np.ndarray, dict[str, list[np.ndarray]], dict[str, list[int]]]:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
@@ -175,7 +207,7 @@ def _render(i: int, seed: int, src: _Sources, s: int, m: int
     col_lab = np.full((s, s), -1, np.int16)
     obj_lab = np.full((s, s), -1, np.int16)
     scene: list[int] = []
-    mode = rng.choice(3, p=[0.45, 0.3, 0.25])
+    mode = rng.choice(3, p=[0.35, 0.25, 0.4])
     if mode == 2:  # photo background
         k = int(rng.choice(len(PHOTOS), p=_PHOTO_W / _PHOTO_W.sum()))
         ph = src.photos[k]
@@ -183,7 +215,19 @@ def _render(i: int, seed: int, src: _Sources, s: int, m: int
         y0, x0 = rng.integers(0, ph.shape[0] - c + 1), rng.integers(0, ph.shape[1] - c + 1)
         img[:] = _resize(np.ascontiguousarray(ph[y0:y0 + c, x0:x0 + c]), (s, s))
         scene.append(_OFF_SCN + k)
+        used: tuple[set[int], set[int]] = (set(), set())
+        for _ in range(int(rng.choice(3, p=[0.4, 0.4, 0.2]))):  # texture or colour patches on the photo
+            ph_, pw_ = (int(v) for v in rng.uniform(0.25, 0.55, 2) * s)
+            py, px = (int(v) for v in rng.integers(0, s - np.array([ph_, pw_]) + 1))
+            reg = np.zeros((s, s), bool)
+            if rng.random() < 0.5:
+                reg[py:py + ph_, px:px + pw_] = True
+            else:
+                yy, xx = np.ogrid[0:s, 0:s]
+                reg[((yy - py - ph_ / 2) / (ph_ / 2)) ** 2 + ((xx - px - pw_ / 2) / (pw_ / 2)) ** 2 <= 1] = True
+            _fill_region(reg, int(rng.choice(2, p=[0.6, 0.4])), rng, src, s, img, tex_lab, col_lab, used)
     else:
+        used = (set(), set())
         regions = [np.ones((s, s), bool)]
         if rng.random() < 0.4:  # two regions split by a random line
             yy, xx = np.mgrid[0:s, 0:s]
@@ -191,39 +235,15 @@ def _render(i: int, seed: int, src: _Sources, s: int, m: int
             cy, cx = rng.uniform(0.3, 0.7, 2) * s
             half = (xx - cx) * np.cos(phi) + (yy - cy) * np.sin(phi) > 0
             regions = [half, ~half]
-        used_tex: set[int] = set()
-        used_col: set[int] = set()
         for r, reg in enumerate(regions):
-            kind = mode if r == 0 else rng.choice(2, p=[0.6, 0.4])
-            if kind == 0:  # texture, tinted or grey
-                k = int(rng.choice(len(TEXTURES), p=_TEX_W / _TEX_W.sum()))
-                while k in used_tex:
-                    k = (k + 1) % len(TEXTURES)
-                used_tex.add(k)
-                t = _texture(k, rng, src, s)
-                if rng.random() < 0.6:
-                    col = _COL_ORDER[int(rng.choice(len(COLORS), p=_COL_W / _COL_W.sum()))]
-                    rgb = _tint(col, rng) * (0.3 + 0.7 * t)[..., None]
-                    col_lab[reg] = _OFF_COL + col
-                else:
-                    rgb = np.repeat((255 * t)[..., None], 3, axis=2)
-                img[reg] = rgb[reg]
-                tex_lab[reg] = _OFF_TEX + k
-            else:  # colour fill with a gentle shading gradient
-                col = _COL_ORDER[int(rng.choice(len(COLORS), p=_COL_W / _COL_W.sum()))]
-                while col in used_col:
-                    col = (col + 1) % len(COLORS)
-                used_col.add(col)
-                yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-                g = 1 + rng.uniform(-0.08, 0.08) * (xx - 0.5) + rng.uniform(-0.08, 0.08) * (yy - 0.5)
-                img[reg] = (_tint(col, rng) * g[..., None])[reg]
-                col_lab[reg] = _OFF_COL + col
-    n_obj = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
+            kind = mode if r == 0 else int(rng.choice(2, p=[0.6, 0.4]))
+            _fill_region(reg, kind, rng, src, s, img, tex_lab, col_lab, used)
+    n_obj = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.2, 0.15]))
     for _ in range(n_obj):
         cls = _OBJ_ORDER[int(rng.choice(10, p=_OBJ_W / _OBJ_W.sum()))]
         pool = src.by_class[cls]
         item = src.fashion.images[pool[int(rng.integers(pool.size))]].astype(np.float32)
-        size = int(rng.uniform(0.3, 0.75) * s)
+        size = int(rng.uniform(0.22, 0.6) * s)
         v = np.clip(_resize(item, (size, size)), 0, 255)
         if rng.random() < 0.5:
             v = v[:, ::-1]
