@@ -372,3 +372,23 @@ def test_image_exemplar_data_uri_decodes():
     alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.split(",", 1)[1]))))[..., 1]
     assert alpha[0, 0] == round(255 * 0.7) and alpha[0, 1] == 0
     assert isinstance(ImageExemplar(key=1, image=img), ImageExemplar)
+
+
+def test_image_exemplars_with_map_callable():
+    rng = np.random.default_rng(2)
+    scores = rng.random((30, 2))
+    calls = []
+
+    def maps(i, j):
+        calls.append((i, j))
+        return np.full((3, 3), float(i))
+
+    prov = ImageExemplars(lambda i: np.full((8, 8, 3), i, np.uint8), scores, k=2, maps=maps)
+    got = prov(1)
+    ref = sorted(range(30), key=lambda i: (-scores[i, 1], i))[:2]
+    assert [e.key for e in got] == ref and calls == [(i, 1) for i in ref]
+    top = max(ref)
+    for e in got:  # scaled by the largest map value among the neuron's exemplars
+        np.testing.assert_allclose(e.mask, e.key / top)
+    with pytest.raises(ValidationError, match="maps"):
+        ImageExemplars(np.zeros((30, 4, 4)), rng.random((30, 2, 2, 2)), maps=maps)

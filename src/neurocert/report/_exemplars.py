@@ -188,6 +188,9 @@ class ImageExemplars:
         maximum and the map becomes the overlay.
     k : int
         Exemplars per neuron.
+    maps : callable, optional
+        ``maps(sample, neuron) -> (h, w)`` activation map, for 2-D ``activations``
+        whose maps are too large to hold in memory (e.g. read from disk).
     threshold : float or array (n_neurons,), optional
         Binary overlay: show where the map exceeds the neuron's threshold
         (NetDissect's rule with its top-quantile threshold); default: the map
@@ -197,7 +200,8 @@ class ImageExemplars:
     """
 
     def __init__(self, images: Any, activations: Any, *, k: int = 4,
-                 threshold: Any = None, sample_names: Sequence[str] | None = None) -> None:
+                 maps: Callable[[int, int], Any] | None = None, threshold: Any = None,
+                 sample_names: Sequence[str] | None = None) -> None:
         acts = np.asarray(activations)
         if acts.ndim not in (2, 4):
             raise ValidationError(
@@ -220,6 +224,10 @@ class ImageExemplars:
         self.threshold = None if threshold is None else np.broadcast_to(
             np.asarray(threshold, np.float64), (acts.shape[1],))
         self.sample_names = sample_names
+        if maps is not None and (acts.ndim == 4 or not callable(maps)):
+            raise ValidationError("`maps` must be a callable (sample, neuron) -> (h, w), given "
+                                  "with 2-D `activations`")
+        self.maps = maps
 
     def _image(self, i: int) -> np.ndarray:
         return np.asarray(self.images(i) if callable(self.images) else self.images[i])
@@ -227,8 +235,11 @@ class ImageExemplars:
     def __call__(self, neuron: int) -> list[ImageExemplar]:
         idx = self.top[neuron]
         maps = None
-        if self.activations.ndim == 4:
-            maps = np.asarray(self.activations[idx, neuron], np.float64)
+        if self.activations.ndim == 4 or self.maps is not None:
+            maps = (np.asarray(self.activations[idx, neuron], np.float64)
+                    if self.maps is None else
+                    np.stack([np.asarray(self.maps(int(i), int(neuron)), np.float64)
+                              for i in idx]))
             if self.threshold is not None:
                 maps = (maps > self.threshold[neuron]).astype(np.float64)
             else:
