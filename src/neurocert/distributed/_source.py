@@ -34,6 +34,8 @@ class ArrayRef:
     dtype: str
     path: str | None = None
     data: Any = None
+    #: columns per stored chunk (Zarr), 0 when not chunked
+    chunk_cols: int = 0
 
     def open(self) -> Any:
         """The array itself (opened lazily for on-disk kinds)."""
@@ -93,13 +95,15 @@ def as_ref(x: Any, name: str) -> ArrayRef:
         p = Path(x)
         a = open_array(p, name=name)
         kind = "zarr" if is_zarr_path(p) else "npy"
-        return _checked(ArrayRef(kind, tuple(a.shape), str(a.dtype), str(p)), name)
+        return _checked(ArrayRef(kind, tuple(a.shape), str(a.dtype), str(p),
+                                 chunk_cols=_chunk_cols(a)), name)
     mod = type(x).__module__
     if mod.startswith("zarr"):
         path = _zarr_path(x)
         if path is None or not is_zarr_path(path):
             return _checked(ArrayRef("memory", tuple(x.shape), str(x.dtype), None, x), name)
-        return _checked(ArrayRef("zarr", tuple(x.shape), str(x.dtype), path), name)
+        return _checked(ArrayRef("zarr", tuple(x.shape), str(x.dtype), path,
+                                 chunk_cols=_chunk_cols(x)), name)
     if sp.issparse(x):
         return _checked(ArrayRef("memory", tuple(x.shape), str(x.dtype), None,
                                  sp.csr_matrix(x)), name)
@@ -107,6 +111,11 @@ def as_ref(x: Any, name: str) -> ArrayRef:
         return _checked(ArrayRef("npy", tuple(x.shape), str(x.dtype), str(x.filename)), name)
     a = to_numpy(x, name)
     return _checked(ArrayRef("memory", tuple(a.shape), str(a.dtype), None, a), name)
+
+
+def _chunk_cols(a: Any) -> int:
+    chunks = getattr(a, "chunks", None)
+    return int(chunks[1]) if chunks is not None and len(chunks) == 2 else 0
 
 
 def _npy_backed(x: np.memmap) -> bool:

@@ -38,10 +38,12 @@ def _concepts(concepts: Any) -> Any:
     return concepts.load() if isinstance(concepts, ArrayRef) else concepts
 
 
-def _sub_blocks(j0: int, j1: int, metric: Any) -> list[tuple[int, int]]:
-    if metric.statistics != "moment":
-        return [(j0, j1)]
-    cuts = list(range(j0, j1, CANONICAL_BLOCK)) + [j1]
+def _sub_blocks(j0: int, j1: int, metric: Any, compute: int) -> list[tuple[int, int]]:
+    """Pieces computed one at a time: canonical 64-neuron pieces for moment metrics,
+    else pieces of ``compute`` neurons (a read block may hold several)."""
+    step = CANONICAL_BLOCK if metric.statistics == "moment" else max(1, compute)
+    first = j0 if metric.statistics != "moment" else j0 - j0 % step
+    cuts = [j0] + [c for c in range(first + step, j1, step)] + [j1]
     return list(itertools.pairwise(cuts))
 
 
@@ -58,7 +60,8 @@ def _run(fn, j0: int, j1: int):
     return value, caught
 
 
-def similarity_block(acts: Any, j0: int, j1: int, concepts: Any, kwargs: dict[str, Any]):
+def similarity_block(acts: Any, j0: int, j1: int, concepts: Any, kwargs: dict[str, Any],
+                     compute: int):
     """``neurocert.similarity`` of neurons ``j0:j1``; returns (values, warnings)."""
     from ..similarity import similarity
 
@@ -68,7 +71,7 @@ def similarity_block(acts: Any, j0: int, j1: int, concepts: Any, kwargs: dict[st
 
     def go():
         return np.concatenate([similarity(a[:, s0 - j0:s1 - j0], c, **kwargs)
-                               for s0, s1 in _sub_blocks(j0, j1, metric)])
+                               for s0, s1 in _sub_blocks(j0, j1, metric, compute)])
 
     return _run(go, j0, j1)
 
@@ -88,7 +91,7 @@ def _pvalue_stats(res: Any, n_neurons_total: int) -> Any:
 
 
 def identify_block(acts: Any, j0: int, j1: int, neuron_names: list[str], concepts: Any,
-                   kwargs: dict[str, Any], n_neurons_total: int):
+                   kwargs: dict[str, Any], n_neurons_total: int, compute: int):
     """``neurocert.identify`` of neurons ``j0:j1``; returns ((result, p-value stats), warnings)."""
     from ..identify import identify
     from ._merge import concat_stats, merge_identifications, strip_identification
@@ -99,7 +102,7 @@ def identify_block(acts: Any, j0: int, j1: int, neuron_names: list[str], concept
 
     def go():
         parts, stats = [], []
-        for s0, s1 in _sub_blocks(j0, j1, metric):
+        for s0, s1 in _sub_blocks(j0, j1, metric, compute):
             res = identify(a[:, s0 - j0:s1 - j0], c, neuron_names=neuron_names[s0 - j0:s1 - j0],
                            **kwargs)
             stats.append(_pvalue_stats(res, n_neurons_total))
@@ -114,7 +117,7 @@ def identify_block(acts: Any, j0: int, j1: int, neuron_names: list[str], concept
 
 
 def bootstrap_block(acts: Any, j0: int, j1: int, neuron_names: list[str], concepts: Any,
-                    kwargs: dict[str, Any], n_neurons_total: int):
+                    kwargs: dict[str, Any], n_neurons_total: int, compute: int):
     """``neurocert.bootstrap_explain`` of neurons ``j0:j1`` (same seed for every block).
 
     Returns ((result, p-value stats), warnings).
@@ -133,7 +136,7 @@ def bootstrap_block(acts: Any, j0: int, j1: int, neuron_names: list[str], concep
 
     def go():
         parts, stats = [], []
-        for s0, s1 in _sub_blocks(j0, j1, metric):
+        for s0, s1 in _sub_blocks(j0, j1, metric, compute):
             t0 = time.perf_counter()
             res = bootstrap_explain(a[:, s0 - j0:s1 - j0], c,
                                     neuron_names=neuron_names[s0 - j0:s1 - j0], **kwargs)

@@ -24,7 +24,7 @@ from ..storage import SAMPLE_CHUNK
 from . import _tasks
 from ._merge import concat_stats, merge_explanations, merge_identifications
 from ._runner import BlockRunner
-from ._source import as_ref
+from ._source import ArrayRef, as_ref
 
 __all__ = ["MEMORY_PER_BLOCK", "bootstrap_explain", "identify", "map_neuron_blocks",
            "neuron_blocks", "reduce_samples", "similarity"]
@@ -60,6 +60,21 @@ def _block_size(neuron_block: int | None, n_samples: int, n_neurons: int, metric
                 f"{_tasks.CANONICAL_BLOCK} (its canonical sub-block); got {neuron_block}")
         size = _tasks.CANONICAL_BLOCK
     return min(size, n_neurons)
+
+
+def _read_size(compute: int, ref: ArrayRef, memory_per_block: int) -> int:
+    """Neurons read at once: whole stored chunks when they fit the budget (a read block
+    is then split into compute blocks), so a narrow compute block does not decompress
+    the same chunk many times."""
+    n, n_neurons = ref.shape
+    width = ref.chunk_cols or (_tasks.CANONICAL_BLOCK if ref.kind == "npy" else 0)
+    if width <= compute or n_neurons <= compute:
+        return compute
+    itemsize = np.dtype(ref.dtype).itemsize
+    if n * width * itemsize > memory_per_block // 2:
+        return compute
+    size = width * max(1, compute // width)
+    return min(max(size, width), n_neurons)
 
 
 class _Inputs:
@@ -177,12 +192,12 @@ def similarity(activations: Any, concepts: Any, *, metric: str | Metric,
                   groups=groups, threshold=threshold, top_frac=top_frac, truth=truth,
                   wpmi_lambda=wpmi_lambda)
     size = _block_size(neuron_block, inp.n_samples, inp.n_neurons, inp.metric, memory_per_block)
-    blocks = neuron_blocks(inp.n_neurons, size)
+    blocks = neuron_blocks(inp.n_neurons, _read_size(size, inp.acts, memory_per_block))
     with BlockRunner(client, progress=progress) as runner:
         source = inp.block_source(runner)
         out = runner.map(_tasks.similarity_block, blocks,
                          lambda j0, j1: (source(j0, j1), j0, j1),
-                         inp.shared_concepts(runner), inp.kwargs, desc="similarity")
+                         inp.shared_concepts(runner), inp.kwargs, size, desc="similarity")
     _emit([w for _, w in out])
     values = np.concatenate([v for v, _ in out])
     warn_undefined(values, inp.metric, stacklevel=2)
@@ -227,12 +242,13 @@ def identify(activations: Any, concepts: Any, *, metric: str | Metric, delta: fl
     nnames = check_names(neuron_names, inp.n_neurons, "neuron")
     kwargs = dict(inp.kwargs, delta=delta, top_k=int(top_k), concept_names=cnames)
     size = _block_size(neuron_block, inp.n_samples, inp.n_neurons, inp.metric, memory_per_block)
-    blocks = neuron_blocks(inp.n_neurons, size)
+    blocks = neuron_blocks(inp.n_neurons, _read_size(size, inp.acts, memory_per_block))
     with BlockRunner(client, progress=progress) as runner:
         source = inp.block_source(runner)
         out = runner.map(_tasks.identify_block, blocks,
                          lambda j0, j1: (source(j0, j1), j0, j1, nnames[j0:j1]),
-                         inp.shared_concepts(runner), kwargs, inp.n_neurons, desc="identify")
+                         inp.shared_concepts(runner), kwargs, inp.n_neurons, size,
+                         desc="identify")
     _emit([w for _, w in out])
     parts = [r for (r, _), _w in out]
     stats = [s for (_, s), _w in out]
@@ -308,12 +324,13 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str | Metric,
     weights_bytes = (64 if inp.metric.statistics == "rank" else 8) * (batch_size or 1)
     size = _block_size(neuron_block, n, inp.n_neurons, inp.metric, memory_per_block,
                        extra_per_sample=weights_bytes)
-    blocks = neuron_blocks(inp.n_neurons, size)
+    blocks = neuron_blocks(inp.n_neurons, _read_size(size, inp.acts, memory_per_block))
     with BlockRunner(client, progress=progress) as runner:
         source = inp.block_source(runner)
         out = runner.map(_tasks.bootstrap_block, blocks,
                          lambda j0, j1: (source(j0, j1), j0, j1, nnames[j0:j1]),
-                         inp.shared_concepts(runner), kwargs, inp.n_neurons, desc="bootstrap")
+                         inp.shared_concepts(runner), kwargs, inp.n_neurons, size,
+                         desc="bootstrap")
     _emit([w for _, w in out])
     parts = [r for (r, _), _w in out]
     stats = [s for (_, s), _w in out]
