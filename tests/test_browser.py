@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_asset
 
 import neurocert
 from neurocert.report import ImageExemplars, LayerResults, TextExemplar, write_report
 from neurocert.simulate import planted_layer
-
-from conftest import require_asset
 
 CHROMIUM = os.environ.get("NEUROCERT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
