@@ -451,7 +451,7 @@ def test_interrupted_extraction_resumes_identically(tmp_path, pooling, interrupt
     assert state["samples_done"] == 6  # two batches of 3 committed
     # a torn write after the last progress record is truncated on resume
     with open(partial[0] / "values.npy", "ab") as fh:
-        fh.write(b"\x7f" * 37)
+        fh.write(b"\x7f" * (1 << 16))  # longer than the rest of the data
     model.stop_at, model.n_calls = None, 0
     resumed = extract_activations(model, x, layers=[layer], pooling=pooling, batch_size=3, cache_dir=tmp_path,
                                   progress_bar=False, **kw)[layer]
@@ -462,6 +462,8 @@ def test_interrupted_extraction_resumes_identically(tmp_path, pooling, interrupt
         np.testing.assert_array_equal(resumed.groups, fresh.groups)
         np.testing.assert_array_equal(resumed.positions, fresh.positions)
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    values_file = Path(resumed.cache_path) / "values.npy"
+    assert values_file.stat().st_size == 256 + fresh.values.nbytes  # header reserve + rows, nothing stray
 
 
 def test_resume_with_another_batch_size(tmp_path):
@@ -476,6 +478,24 @@ def test_resume_with_another_batch_size(tmp_path):
                               cache_dir=tmp_path, progress_bar=False)
     ref = conv_reference(x)
     np.testing.assert_allclose(got["relu"].values, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_resume_alongside_a_new_layer(tmp_path):
+    """One layer's partial entry is 6 samples ahead of a newly requested one: the pass restarts at 0
+    and the ahead layer skips the samples it has, also inside a batch (batch 4, entry at 6)."""
+    x = images(11)
+    ref = extract_activations(ConvNet(), x, layers=["relu", "conv"], pooling="spatial", progress_bar=False)
+    model = ConvNet()
+    model.fail_at = 2
+    with pytest.raises(RuntimeError):
+        extract_activations(model, x, layers=["relu"], pooling="spatial", batch_size=3, cache_dir=tmp_path,
+                            progress_bar=False)
+    model.fail_at, model.calls = None, 0
+    got = extract_activations(model, x, layers=["conv", "relu"], pooling="spatial", batch_size=4,
+                              cache_dir=tmp_path, progress_bar=False)
+    assert model.calls == 3
+    for layer in ("relu", "conv"):
+        np.testing.assert_array_equal(got[layer].values, ref[layer].values)
 
 
 def test_stale_partial_with_another_key_is_discarded(tmp_path):
@@ -507,6 +527,23 @@ def test_import_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_without_torch_import_works_and_use_names_the_extra():
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError('torch blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import neurocert.extract as e, neurocert.extract.models as m\n"
+        "assert not m.efficientnet_lite0_available() and not m.minilm_available()\n"
+        "try:\n    e.extract_activations(None, [1], layers=['a'])\n"
+        "except ImportError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("OptionalDependencyError") and "neurocert[torch]" in out.stdout
+
+
 def test_repr_is_short():
     acts = extract_activations(ToyEncoder(), TEXTS, layers=["embed"], pooling="tokens", collate=char_collate,
                                progress_bar=False)["embed"]
@@ -515,3 +552,18 @@ def test_repr_is_short():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert acts.n_neurons == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_model_returns_to_its_device():
+    x = images(8)
+    model = ConvNet()
+    cpu = extract_activations(model, x, layers=["relu"], pooling="spatial", progress_bar=False)["relu"]
+    gpu = extract_activations(model, x, layers=["relu"], pooling="spatial", device="cuda", dtype="float16",
+                              progress_bar=False)["relu"]
+    assert next(model.parameters()).device.type == "cpu"
+    assert gpu.values.dtype == np.float16
+    np.testing.assert_allclose(gpu.values.astype(np.float32), cpu.values, rtol=2e-3, atol=2e-3)
+    tok = extract_activations(ToyEncoder().cuda(), TEXTS, layers=["intermediate"], pooling="tokens",
+                              collate=char_collate, progress_bar=False)["intermediate"]
+    assert tok.values.shape == (sum(map(len, TEXTS)), 3)

@@ -129,3 +129,30 @@ def test_minilm_token_rows_follow_the_attention_mask(mini):
                           progress_bar=False)["encoder.layer.2.intermediate"]
     want = np.stack([acts.values[acts.groups == g].max(axis=0) for g in range(len(TEXTS))])
     np.testing.assert_allclose(pooled.values, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_extract_minilm_tokens(mini, tmp_path, capsys):
+    from neurocert import cli
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out"
+    code = cli.main(["extract", "--model", "minilm", "--inputs", str(texts), "--layers",
+                     "encoder.layer.1.intermediate", "--pooling", "tokens", "--out", str(out), "--no-progress"])
+    assert code == 0
+    values = np.load(out / "encoder.layer.1.intermediate.npy")
+    groups = np.load(out / "encoder.layer.1.intermediate.groups.npy")
+    ref = mini.extract(TEXTS, layers=["encoder.layer.1.intermediate"], pooling="tokens",
+                       progress_bar=False)["encoder.layer.1.intermediate"]
+    np.testing.assert_allclose(values, ref.values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(groups, ref.groups)
+    manifest = (out / "extract.json").read_text()
+    assert "model.safetensors" in manifest and "encoder.layer.1.intermediate" in capsys.readouterr().out
+
+
+def test_cli_extract_bad_inputs(tmp_path, capsys):
+    from neurocert import cli
+
+    code = cli.main(["extract", "--model", "efficientnet-lite0", "--inputs", str(tmp_path / "none.npy"),
+                     "--out", str(tmp_path)])
+    assert code == 1 and "no such file" in capsys.readouterr().err

