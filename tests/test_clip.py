@@ -181,6 +181,23 @@ def test_soft_wpmi_and_wpmi_match_reference(ties, kind):
         np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("k", [1, 5, 13, 30])
+@pytest.mark.parametrize(("p_start", "p_end", "min_prob"), [(0.998, 0.97, 1e-7),
+                                                          (1.0, 0.5, 1e-7), (0.9, 0.9, 1e-3)])
+def test_soft_wpmi_rank_groups_match_reference(k, p_start, p_end, min_prob):
+    """Slots are multiplied in groups before one log; any k, any weights schedule."""
+    act, z, _ = planted(n=40, n_neurons=3, ties=True)
+    want = ref_pmi(act, z, k=k, lam=0.7, min_prob=min_prob, soft=True, p_start=p_start,
+                   p_end=p_end)
+    for dtype, tol in (("float64", 1e-10), ("float32", 1e-4)):
+        got = clip.concept_scores(act, z, kind="probability", top_k=k, lam=0.7,
+                                  min_prob=min_prob, p_start=p_start, p_end=p_end, dtype=dtype)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    g = ck.group_size(ck.Options("soft_wpmi", p_start=p_start, min_prob=min_prob),
+                      np.dtype(np.float32))
+    assert (1 - p_start + min_prob) ** g > np.finfo(np.float32).tiny
+
+
 def test_soft_wpmi_defaults_are_clip_dissects():
     act, _z, cos = planted(n=150, n_neurons=3)
     want = ref_pmi(act, ref_softmax(cos, 10.0), k=100, lam=1.0, min_prob=1e-7, soft=True)

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 __all__ = [
     "FUNCTIONS",
@@ -39,7 +38,7 @@ FUNCTIONS = ("soft_wpmi", "wpmi", "rank_reorder", "cos", "cos_cubed")
 #: the functions that read only each neuron's top samples
 TOPK_FUNCTIONS = ("soft_wpmi", "wpmi", "rank_reorder")
 #: elements of one gathered (neurons, slots, concepts) block
-BLOCK_ELEMENTS = 2**23
+BLOCK_ELEMENTS = 2**18
 
 
 @dataclass(frozen=True)
@@ -166,36 +165,64 @@ def slots(ranking: Ranking, weights: np.ndarray | None, k: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- functions
+def group_size(opts: Options, dtype: np.dtype) -> int:
+    """Rank slots whose soft-WPMI terms are multiplied before one log.
+
+    Each term is at least ``1 - p_start + min_prob``; ``G`` such terms multiply to no
+    less than ``1e3`` times the dtype's smallest normal number, so the product never
+    underflows.
+    """
+    floor = 1.0 - opts.p_start + opts.min_prob
+    if floor >= 1.0:
+        return 16
+    tiny = float(np.finfo(dtype).tiny) * 1e3
+    return int(max(1, min(16, math.floor(math.log(tiny) / math.log(floor)))))
+
+
 def _log_given(s: np.ndarray, table: np.ndarray, p_rank: np.ndarray | None,
-               min_prob: float) -> np.ndarray:
+               min_prob: float, group: int = 1) -> np.ndarray:
     """``sum_r term(table[s[j, r]], r)`` per neuron and concept, blocked over neurons.
 
-    With ``p_rank`` (soft-WPMI) the term is ``log(1 + p_r (q - 1) + min_prob)``; without
-    it ``table`` already holds ``log(q + min_prob)`` (WPMI).
+    With ``p_rank`` (soft-WPMI) the term is ``log(1 + p_r (q - 1) + min_prob)``,
+    evaluated as ``log(p_r) + log(q + e_r)`` with ``e_r = (1 - p_r + min_prob) / p_r``,
+    the ``q + e_r`` of ``group`` consecutive slots multiplied before one log (a log costs
+    several multiplications). Without it ``table`` already holds ``log(q + min_prob)``
+    (WPMI). Blocks of a few neurons keep the gathered values in cache; each neuron's
+    value does not depend on the blocking.
     """
     n_neurons, k = s.shape
     c = table.shape[1]
-    out = np.empty((n_neurons, c), table.dtype)
+    dt = table.dtype
+    out = np.empty((n_neurons, c), dt)
     step = max(1, BLOCK_ELEMENTS // max(1, k * c))
-    one = table.dtype.type(1)
-    mp = table.dtype.type(min_prob)
-    pr = None if p_rank is None else p_rank[None, :, None]
+    if p_rank is not None:
+        p64 = p_rank.astype(np.float64)
+        shift = ((1.0 - p64 + min_prob) / p64).astype(dt)[None, :, None]
+        log_p = dt.type(np.log(p64).sum())
+        n_full = (k // group) * group
     for j0 in range(0, n_neurons, step):
         g = table[s[j0:j0 + step]]
-        if pr is not None:
-            g -= one
-            g *= pr
-            g += one
-            g += mp
-            np.log(g, out=g)
-        g.sum(axis=1, out=out[j0:j0 + step])
+        if p_rank is None:
+            g.sum(axis=1, out=out[j0:j0 + step])
+            continue
+        g += shift
+        b = g.shape[0]
+        parts = np.multiply.reduce(g[:, :n_full].reshape(b, n_full // group, group, c),
+                                   axis=2)
+        if n_full < k:
+            parts = np.concatenate(
+                [parts, np.multiply.reduce(g[:, n_full:], axis=1, keepdims=True)], axis=1)
+        np.log(parts, out=parts)
+        parts.sum(axis=1, out=out[j0:j0 + step])
+        out[j0:j0 + step] += log_p
     return out
 
 
 def _pmi(log_given: np.ndarray, lam: float) -> np.ndarray:
     """``log P(d|E) - lam log P(d)`` with ``log P(d) = logsumexp_neurons - log(n_neurons)``."""
     lg = log_given.astype(np.float64)
-    prior = logsumexp(lg, axis=0) - math.log(lg.shape[0])
+    top = lg.max(axis=0)
+    prior = top + np.log(np.exp(lg - top).sum(axis=0)) - math.log(lg.shape[0])
     return lg - lam * prior[None, :]
 
 
@@ -264,5 +291,7 @@ def scores(opts: Options, ranking: Ranking, table: np.ndarray, raw: np.ndarray,
     s = slots(ranking, weights, opts.n_top(total))
     if f == "rank_reorder":
         return _rank_reorder(s, ranking.activations, raw, opts)
-    lg = _log_given(s, table, p_rank if f == "soft_wpmi" else None, opts.min_prob)
+    soft = f == "soft_wpmi"
+    lg = _log_given(s, table, p_rank if soft else None, opts.min_prob,
+                    group_size(opts, table.dtype) if soft else 1)
     return _pmi(lg, opts.lam)
