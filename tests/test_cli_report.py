@@ -12,6 +12,7 @@ import pytest
 
 import neurocert
 from neurocert.cli import REGISTRY, _parse, _subparsers, build_parser, main
+from neurocert.report import LayerResults
 from neurocert.simulate import planted_layer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +48,8 @@ def test_report_writes_html_table_and_saved_layer(saved, capsys):
     assert "auroc:" in text and "wpmi_like:" in text and "report:" in text
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and "&lt;script&gt;" not in html.split("<main>")[0]
-    layer = neurocert.report.LayerResults.load(tmp / "layer")
-    ref = neurocert.report.LayerResults.from_results({"auroc": expl, "wpmi_like": iou})
+    layer = LayerResults.load(tmp / "layer")
+    ref = LayerResults.from_results({"auroc": expl, "wpmi_like": iou})
     # loaded from disk == built in memory (same certification: multiplicity none)
     assert layer.pairs.keys() == ref.pairs.keys()
     for k in ref.pairs:

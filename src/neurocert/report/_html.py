@@ -69,10 +69,12 @@ def _method_data(layer: LayerResults, info: MethodSummary, concept_ids: dict[str
                  max_concepts: int) -> dict[str, Any]:
     n = layer.n_neurons
     nt = layer.neuron_rows(info.name)
-    pos = {name: i for i, name in enumerate(layer.neuron_names)}
-    order = np.array([pos[x] for x in nt["neuron"]], np.int64)  # row -> position in layer
+    # original neuron index -> position in this (possibly selected) layer
+    original = nt["neuron_index"]
+    posarr = np.full(int(original.max()) + 1 if n else 0, -1, np.int64)
+    posarr[original] = np.arange(n)
     inv = np.empty(n, np.int64)
-    inv[order] = np.arange(n)
+    inv[posarr[original]] = np.arange(n)
 
     def col(key: str) -> np.ndarray:
         return nt[key][inv]
@@ -83,7 +85,7 @@ def _method_data(layer: LayerResults, info: MethodSummary, concept_ids: dict[str
 
     pm = layer.pairs["method"] == info.name
     p = {k: v[pm] for k, v in layer.pairs.items()}
-    rows_pos = np.array([pos[x] for x in p["neuron"]], np.int64)
+    rows_pos = posarr[p["neuron_index"]]
     prob = np.nan_to_num(p["probability"], nan=-1.0)
     flags = (p["in_bootstrap_set"] * _BOOT + p["in_split_set"] * _SPLIT
              + p["in_certified_set"] * _CERT + p["is_label"] * _LABEL + p["in_top_k"] * _TOP)
