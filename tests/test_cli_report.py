@@ -70,7 +70,7 @@ def _one_line_error(capsys, code):
 
 
 def test_report_other_schema_version_is_one_line_error(saved, capsys, tmp_path):
-    tmp, expl, _ = saved
+    _, expl, _ = saved
     path = expl.save(tmp_path / "e")
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["schema_version"] = 7
@@ -82,7 +82,7 @@ def test_report_other_schema_version_is_one_line_error(saved, capsys, tmp_path):
 
 def test_report_missing_column_is_one_line_error(saved, capsys, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    tmp, expl, _ = saved
+    _, expl, _ = saved
     path = expl.save(tmp_path / "e")
     table = pq.read_table(path / "pairs.parquet").drop(["probability"])
     pq.write_table(table, path / "pairs.parquet")
