@@ -36,11 +36,14 @@ __all__ = [
     "EFFICIENTNET_LITE0_FILES",
     "MINILM_FILES",
     "AssetError",
+    "ImagePreprocess",
     "PretrainedModel",
+    "TextCollate",
     "efficientnet_lite0",
     "efficientnet_lite0_available",
     "minilm",
     "minilm_available",
+    "verify_files",
 ]
 
 
