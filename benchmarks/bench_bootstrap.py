@@ -114,18 +114,19 @@ def make_bootstrap_data(n_samples: int, n_neurons: int, n_concepts: int, n_plant
 # the library call, the replicate part, the loop baseline
 
 
-def run_bootstrap(a, z, metric: str, kw: dict[str, Any], n_boot: int):
+def run_bootstrap(a, z, metric: str, kw: dict[str, Any], n_boot: int, engine: str = "auto"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return neurocert.bootstrap_explain(a, z, metric=metric, n_boot=n_boot, rng=SEED,
-                                           mode="bootstrap", **kw)
+                                           mode="bootstrap", engine=engine, **kw)
 
 
-def replicate_setup(a, z, metric: str, kw: dict[str, Any], res) -> dict[str, Any]:
+def replicate_setup(a, z, metric: str, kw: dict[str, Any], res,
+                    engine: str = "numpy") -> dict[str, Any]:
     """What ``bootstrap_explain`` hands to ``replicate_explanations``: the prepared bundle,
     the engine and its supports, the pruned candidates and the tracked concepts."""
     p = prepare(a, z, metric=metric, **kw)
-    engine_fn, supports = _engine_for(p)
+    engine_fn, supports = _engine_for(p, engine)
     sim = res.identification.similarity
     t0 = time.perf_counter()
     candidates, _ = prune_candidates(p, sim, PRUNE_EPSILON, supports)
@@ -318,15 +319,17 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     def rss():
         return cm.current_rss_bytes()
 
+    metric, engine = spec.get("metric", "iou"), spec.get("engine", "auto")
+    kw = {"top_frac": TOP_FRAC} if metric == "iou" else {}
     a0, z0, _ = make_bootstrap_data(300, 4, 5, 2, seed=1)
-    run_bootstrap(a0, z0, "iou", {"top_frac": TOP_FRAC}, 5)  # lazy imports, BLAS start-up
+    run_bootstrap(a0, z0, metric, kw, 5, engine)  # lazy imports, BLAS start-up, numba load
     del a0, z0
     rss_import = rss()
     a = np.load(spec["a_path"], mmap_mode="r")
     z = np.load(spec["z_path"])
     rss_loaded = rss()
     t0 = time.perf_counter()
-    res = run_bootstrap(a, z, "iou", {"top_frac": TOP_FRAC}, spec["n_boot"])
+    res = run_bootstrap(a, z, metric, kw, spec["n_boot"], engine)
     wall = time.perf_counter() - t0
     status = {}
     with open("/proc/self/status") as fh:
@@ -345,12 +348,14 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_memory(a, z, n_boot: int) -> dict[str, Any]:
+def measure_memory(a, z, n_boot: int, metric: str = "iou", engine: str = "auto"
+                   ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="neurocert-bench-") as tmp:
         a_path, z_path = os.path.join(tmp, "A.npy"), os.path.join(tmp, "Z.npy")
         np.save(a_path, a)
         np.save(z_path, z)
-        spec = json.dumps({"a_path": a_path, "z_path": z_path, "n_boot": n_boot})
+        spec = json.dumps({"a_path": a_path, "z_path": z_path, "n_boot": n_boot,
+                           "metric": metric, "engine": engine})
         proc = subprocess.run([sys.executable, __file__, "--_memory-worker", spec],
                               capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -386,6 +391,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
     ap.add_argument("--no-auroc", action="store_true", help="skip the AUROC case")
     ap.add_argument("--no-iou", action="store_true", help="skip the IoU case (1)")
+    ap.add_argument("--engine", choices=["both", "numpy", "numba"], default=None,
+                    help="AUROC engines to time (default: both when numba is installed, "
+                         "else numpy); the numba call runs all B replicates unless "
+                         "--auroc-numba-boot says otherwise")
+    ap.add_argument("--auroc-numba-boot", type=int, default=None,
+                    help="replicates of the numba AUROC call (default B), extrapolated to B")
+    ap.add_argument("--memory-cases", default="iou",
+                    help="comma list of memory cases: iou, auroc (auroc runs the numba "
+                         "engine when installed; default: iou)")
+    ap.add_argument("--n", type=int, default=None, help="samples (overrides the mode's size)")
+    ap.add_argument("--neurons", type=int, default=None, help="neurons (overrides)")
+    ap.add_argument("--concepts", type=int, default=None, help="concepts (overrides)")
+    ap.add_argument("--planted", type=int, default=None,
+                    help="neurons with a planted concept (overrides; default 400/512 of "
+                         "--neurons)")
+    ap.add_argument("--boot", type=int, default=None, help="B replicates (overrides)")
+    ap.add_argument("--iou-loop-reps", type=int, default=None,
+                    help="replicates of the IoU loop baseline (default 10), extrapolated to B")
+    ap.add_argument("--auroc-loop-reps", type=int, default=None,
+                    help="replicates of the AUROC loop baseline (default 3), extrapolated")
     ap.add_argument("--_memory-worker", dest="memory_worker", default=None,
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -397,39 +422,65 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     mode = "quick" if args.quick else "full"
-    full = mode == "full"
-    sz = SIZES[mode]
+    sz = dict(SIZES[mode])
+    overrides = {"n_samples": args.n, "n_neurons": args.neurons, "n_concepts": args.concepts,
+                 "n_boot": args.boot, "iou_loop_reps": args.iou_loop_reps,
+                 "auroc_loop_reps": args.auroc_loop_reps}
+    for k, v in overrides.items():
+        if v is not None:
+            sz[k] = v
+    if args.neurons is not None and args.planted is None:
+        sz["n_planted"] = round(args.neurons * 400 / 512)
+    if args.planted is not None:
+        sz["n_planted"] = args.planted
+    shape_keys = ("n_samples", "n_neurons", "n_concepts", "n_planted", "n_boot")
+    if any(sz[k] != SIZES[mode][k] for k in shape_keys):
+        mode = "custom"
+    full = all(sz[k] == SIZES["full"][k] for k in shape_keys)
+    numba_ok = _numba_version() is not None
+    engines = {"both": ["numpy", "numba"], "numpy": ["numpy"], "numba": ["numba"]}[
+        args.engine or ("both" if numba_ok else "numpy")]
+    if "numba" in engines and not numba_ok:
+        ap.error("--engine numba needs numba installed (pip install 'neurocert[numba]')")
     out_path = args.out or HERE / "out" / f"bench_bootstrap{'_quick' if args.quick else ''}.json"
     t_start = time.perf_counter()
 
     env = cm.environment()
     env["numba"] = _numba_version()
     cm.print_environment(env)
-    print(f"  numba       {env['numba'] or 'not installed'}"
-          f"{' (neurocert has no numba kernel: not used)' if env['numba'] else ''}")
+    if env["numba"]:
+        import numba
+        env["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+        env["numba_threading_layer"] = numba.config.THREADING_LAYER
+    threads = f" ({env['numba_threads']} threads)" if env["numba"] else ""
+    print(f"  numba       {env['numba'] or 'not installed'}{threads}; AUROC engines timed: "
+          f"{', '.join(engines)}")
 
     n, N, C, B = sz["n_samples"], sz["n_neurons"], sz["n_concepts"], sz["n_boot"]
     b_auroc = min(B, args.auroc_boot if args.auroc_boot is not None
                   else (sz["auroc_boot"] if full else B))
+    b_numba = min(B, args.auroc_numba_boot if args.auroc_numba_boot is not None else B)
     print(f"\nMode {mode}: {N} neurons x {C} concepts x n = {n:,} samples, B = {B:,} replicates"
           f" (multinomial, rng=0, prune_epsilon={PRUNE_EPSILON:g})")
     if not full:
-        print("(quick mode: targets are defined at full size; shown for information only)")
+        print(f"({mode} size: targets are defined at full size; shown for information only)")
     a, z, _ = make_bootstrap_data(n, N, C, sz["n_planted"])
     print(f"Inputs: activations float32 N(0,1), neuron j < {sz['n_planted']} gets +2 z[:, j]; "
           f"concepts float32 0/1, prevalence U(0.005, 0.1) (observed "
           f"{z.mean(0).min():.4f}..{z.mean(0).max():.4f}); "
           f"{cm.fmt_bytes(a.nbytes)} + {cm.fmt_bytes(z.nbytes)}")
 
-    results: dict[str, Any] = {"mode": mode, "sizes": sz, "targets": TARGETS,
+    results: dict[str, Any] = {"mode": mode, "sizes": sz, "targets": TARGETS, "engines": engines,
                                "environment": env, "repeats": args.repeats, "cases": {}}
 
     if not args.no_iou:
         iou_case(args, a, z, sz, results, full)
     if not args.no_auroc:
-        auroc_case(args, a, z, sz, results, full, env, b_auroc)
+        auroc_case(args, a, z, sz, results, full, env, engines,
+                   {"numpy": b_auroc, "numba": b_numba})
     if not args.no_memory:
-        memory_case(a, z, sz, results, full)
+        for metric in [m.strip() for m in args.memory_cases.split(",") if m.strip()]:
+            memory_case(a, z, sz, results, full, metric, "numba" if numba_ok else "numpy")
     summary(results, mode, sz, env)
     results["wall_s"] = time.perf_counter() - t_start
     results["loadavg_end_1_5_15"] = list(os.getloadavg())
@@ -526,106 +577,137 @@ def iou_case(args, a, z, sz, results, full) -> None:
     del w, votes, setup, res
 
 
-def auroc_case(args, a, z, sz, results, full, env, b_auroc) -> None:
+def auroc_case(args, a, z, sz, results, full, env, engines, boots) -> None:
     N, C, B = sz["n_neurons"], sz["n_concepts"], sz["n_boot"]
-    print(f"\n[2] AUROC ({b_auroc} replicates"
-          f"{f', EXTRAPOLATED linearly to B = {B}' if b_auroc < B else ''})")
-    t0 = time.perf_counter()
-    res = run_bootstrap(a, z, "auroc", {}, b_auroc)
-    wall = time.perf_counter() - t0
-    tim = res.timings
-    est = tim["identify_s"] + tim["bootstrap_s"] * B / b_auroc + (wall - tim["total_s"])
-    n_cand = res.n_candidates
-    print(f"  bootstrap_explain wall: {cm.fmt_s(wall)} (one call); timings: identify_s "
-          f"{tim['identify_s']:.2f}  bootstrap_s {tim['bootstrap_s']:.2f}  total_s "
-          f"{tim['total_s']:.2f}")
-    if b_auroc < B:
-        print(f"  EXTRAPOLATED to B = {B}: identify_s + bootstrap_s x {B / b_auroc:g} + build "
-              f"= {cm.fmt_s(est)} ({est / 60:.1f} min)")
-    print(f"  candidates per neuron after pruning: mean {n_cand.mean():.1f} (of {C})")
     L = sz["auroc_loop_reps"]
+    print(f"\n[2] AUROC, engines: {', '.join(engines)}")
     ltimes, lwins = loop_baseline(a, z, "auroc", {}, L)
     loop_rep = cm.median(ltimes)
     loop_est = loop_rep * B
-    agree = float(np.mean(lwins == res.winners[:L]))
-    speed = loop_est / est
-    print(f"  loop baseline: median {cm.fmt_s(loop_rep)}/replicate over {L} replicates, "
-          f"EXTRAPOLATED to B = {B}: {cm.fmt_s(loop_est)} -> speed-up {speed:,.2f}x")
-    print(f"  loop winners == engine winners on those replicates: {agree:.2%}")
-    print(f"  numba: {env['numba'] or 'not installed'}; neurocert has no numba kernel, so the "
-          "numba target cannot be measured")
-    case = {
-        "n_boot_run": b_auroc, "call_wall_s": wall, "timings": tim,
-        "estimated_B_s": est, "extrapolated": b_auroc < B,
-        "n_candidates_mean": float(n_cand.mean()),
+    print(f"  loop baseline: median {cm.fmt_s(loop_rep)}/replicate over {L} replicates (runs: "
+          f"{', '.join(cm.fmt_s(t) for t in ltimes)}), EXTRAPOLATED to B = {B}: "
+          f"{cm.fmt_s(loop_est)}")
+    cases = {}
+    winners = {}
+    for eng in engines:
+        b_run = boots[eng]
+        lab = f"{eng}, {b_run} replicates" + (f", EXTRAPOLATED linearly to B = {B}"
+                                                if b_run < B else "")
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        res = run_bootstrap(a, z, "auroc", {}, b_run, eng)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        tim = res.timings
+        est = tim["identify_s"] + tim["bootstrap_s"] * B / b_run + (wall - tim["total_s"])
+        n_cand = res.n_candidates
+        speed = loop_est / est
+        ll = min(L, b_run)
+        agree = float(np.mean(lwins[:ll] == res.winners[:ll]))
+        winners[eng] = res.winners
+        print(f"  [{lab}] bootstrap_explain wall {cm.fmt_s(wall)} (process CPU {cm.fmt_s(cpu)}; "
+              f"engine used: {'numba' if tim.get('engine_numba') else 'numpy'}); identify_s {tim['identify_s']:.2f}  "
+              f"bootstrap_s {tim['bootstrap_s']:.2f}  total_s {tim['total_s']:.2f}")
+        if b_run < B:
+            print(f"    EXTRAPOLATED to B = {B}: identify_s + bootstrap_s x {B / b_run:g} + build "
+                  f"= {cm.fmt_s(est)} ({est / 60:.1f} min)")
+        target = TARGETS["auroc_seconds_numba" if eng == "numba" else "auroc_seconds_numpy"]
+        print(f"    B = {B}: {cm.fmt_s(est)} (target {cm.fmt_s(target)}) -> speed-up vs loop "
+              f"{speed:,.2f}x (target {TARGETS['auroc_speedup_vs_loop']:g}x); candidates per "
+              f"neuron: mean {n_cand.mean():.1f} of {C}; loop winners == engine winners on "
+              f"{ll} x {N}: {agree:.2%}")
+        cases[eng] = {
+            "n_boot_run": b_run, "call_wall_s": wall, "call_cpu_s": cpu, "timings": tim,
+            "estimated_B_s": est, "extrapolated": b_run < B,
+            "n_candidates_mean": float(n_cand.mean()), "speedup_vs_loop": speed,
+            "loop_agreement": agree,
+            "meets_time": est <= target if full else None,
+            "meets_speedup": speed >= TARGETS["auroc_speedup_vs_loop"] if full else None,
+        }
+        del res
+    if len(winners) == 2:
+        bb = min(w.shape[0] for w in winners.values())
+        same = bool(np.array_equal(winners["numpy"][:bb], winners["numba"][:bb]))
+        print(f"  numpy and numba winners identical on the first {bb} replicates: {same}")
+        results["auroc_engines_identical"] = same
+        r = cases["numpy"]["estimated_B_s"] / cases["numba"]["estimated_B_s"]
+        print(f"  numba vs numpy at B = {B}: {r:.2f}x faster")
+    results["cases"]["auroc"] = {
         "loop_reps": L, "loop_times_s": ltimes, "loop_per_rep_s": loop_rep,
-        "loop_extrapolated_s": loop_est, "speedup_vs_loop": speed, "loop_agreement": agree,
-        "meets_time_numpy": est <= TARGETS["auroc_seconds_numpy"] if full else None,
-        "meets_speedup": speed >= TARGETS["auroc_speedup_vs_loop"] if full else None,
-        "numba": env["numba"], "numba_kernel": False,
+        "loop_extrapolated_s": loop_est, "engines": cases, "numba": env["numba"],
     }
-    results["cases"]["auroc"] = case
-    if args.profile:
-        setup = replicate_setup(a, z, "auroc", {}, res)
-        sub = list(range(0, N, max(1, N // sz["profile_neurons_auroc"])))[
-            :sz["profile_neurons_auroc"]]
-        scale = N / len(sub)
-        prof_steps = {}
-        for bb in sorted({max(1, b_auroc // 2), b_auroc}):
-            w, _ = weights(setup["p"], bb)
-            steps, pw = profile_rank_engine(setup["p"], w, setup["candidates"],
-                                            setup["tracked"], setup["engine"][1], sub)
-            ok = np.array_equal(pw, res.winners[:bb][:, sub])
-            shared = [k for k in steps if "GEMM (_concept" in k or "copy (_binary" in k
-                      or "totals" in k]
-            per_neuron = {k: v for k, v in steps.items() if k not in shared}
-            scaled = {**{k: steps[k] for k in shared},
-                      **{k: v * scale for k, v in per_neuron.items()}}
-            prof_steps[bb] = scaled
-            print(f"  [profile] rank_engine step by step, B = {bb}, {len(sub)} of {N} "
-                  f"neurons, per-neuron steps scaled x{scale:g} to all neurons "
-                  f"(winners identical to the call: {ok}):")
-            print_steps(scaled)
-            del w
-        try:
-            from threadpoolctl import threadpool_limits
-            w, _ = weights(setup["p"], b_auroc)
-            with threadpool_limits(1, user_api="blas"):
-                steps, _ = profile_rank_engine(setup["p"], w, setup["candidates"],
-                                               setup["tracked"], setup["engine"][1], sub)
-            del w
-            scaled1 = {k: (v if k in shared else v * scale) for k, v in steps.items()}
-            print(f"  [profile] the same, B = {b_auroc}, OpenBLAS limited to 1 thread:")
-            print_steps(scaled1)
-            case["profile_steps_blas1_s"] = scaled1
-        except ImportError:
-            pass
-        if len(prof_steps) == 2:
-            (b1, s1), (b2, s2) = sorted(prof_steps.items())
-            t1, t2 = sum(s1.values()), sum(s2.values())
-            slope = (t2 - t1) / (b2 - b1)
-            fixed = t1 - slope * b1
-            est_aff = fixed + slope * B
-            print(f"  [profile] affine fit of the replicate part: {cm.fmt_s(fixed)} fixed + "
-                  f"{cm.fmt_s(slope)}/replicate -> B = {B}: {cm.fmt_s(est_aff)} (+ identify "
-                  f"{tim['identify_s']:.0f} s + weights)")
-            case["profile_affine"] = {"fixed_s": fixed, "per_rep_s": slope,
-                                      "replicate_part_B_s": est_aff}
-        case["profile_steps_s"] = {str(k): v for k, v in prof_steps.items()}
-        print("  [profile] identification + pruning (bootstrap_explain with n_boot=1), "
-              "cumulative:")
-        prof = cprofile_identify(a, z, "auroc", {})
-        print("\n".join("    " + ln for ln in prof.splitlines()))
-        del setup
-    del res
+    if args.profile and "numpy" in engines:
+        profile_auroc_numpy(a, z, sz, results, boots["numpy"])
 
 
-def memory_case(a, z, sz, results, full) -> None:
+def profile_auroc_numpy(a, z, sz, results, b_auroc) -> None:
+    """Step breakdown of the numpy AUROC engine (instrumented copy, subset of neurons)."""
+    N, B = sz["n_neurons"], sz["n_boot"]
+    case = results["cases"]["auroc"]
+    res = run_bootstrap(a, z, "auroc", {}, b_auroc, "numpy")
+    tim = res.timings
+    setup = replicate_setup(a, z, "auroc", {}, res, "numpy")
+    sub = list(range(0, N, max(1, N // sz["profile_neurons_auroc"])))[
+        :sz["profile_neurons_auroc"]]
+    scale = N / len(sub)
+    prof_steps = {}
+    for bb in sorted({max(1, b_auroc // 2), b_auroc}):
+        w, _ = weights(setup["p"], bb)
+        steps, pw = profile_rank_engine(setup["p"], w, setup["candidates"],
+                                        setup["tracked"], setup["engine"][1], sub)
+        ok = np.array_equal(pw, res.winners[:bb][:, sub])
+        shared = [k for k in steps if "GEMM (_concept" in k or "copy (_binary" in k
+                  or "totals" in k]
+        per_neuron = {k: v for k, v in steps.items() if k not in shared}
+        scaled = {**{k: steps[k] for k in shared},
+                  **{k: v * scale for k, v in per_neuron.items()}}
+        prof_steps[bb] = scaled
+        print(f"  [profile] rank_engine step by step, B = {bb}, {len(sub)} of {N} "
+              f"neurons, per-neuron steps scaled x{scale:g} to all neurons "
+              f"(winners identical to the call: {ok}):")
+        print_steps(scaled)
+        del w
+    try:
+        from threadpoolctl import threadpool_limits
+        w, _ = weights(setup["p"], b_auroc)
+        with threadpool_limits(1, user_api="blas"):
+            steps, _ = profile_rank_engine(setup["p"], w, setup["candidates"],
+                                           setup["tracked"], setup["engine"][1], sub)
+        del w
+        scaled1 = {k: (v if k in shared else v * scale) for k, v in steps.items()}
+        print(f"  [profile] the same, B = {b_auroc}, OpenBLAS limited to 1 thread:")
+        print_steps(scaled1)
+        case["profile_steps_blas1_s"] = scaled1
+    except ImportError:
+        pass
+    if len(prof_steps) == 2:
+        (b1, s1), (b2, s2) = sorted(prof_steps.items())
+        t1, t2 = sum(s1.values()), sum(s2.values())
+        slope = (t2 - t1) / (b2 - b1)
+        fixed = t1 - slope * b1
+        est_aff = fixed + slope * B
+        print(f"  [profile] affine fit of the replicate part: {cm.fmt_s(fixed)} fixed + "
+              f"{cm.fmt_s(slope)}/replicate -> B = {B}: {cm.fmt_s(est_aff)} (+ identify "
+              f"{tim['identify_s']:.0f} s + weights)")
+        case["profile_affine"] = {"fixed_s": fixed, "per_rep_s": slope,
+                                  "replicate_part_B_s": est_aff}
+    case["profile_steps_s"] = {str(k): v for k, v in prof_steps.items()}
+    print("  [profile] identification + pruning (bootstrap_explain with n_boot=1), "
+          "cumulative:")
+    prof = cprofile_identify(a, z, "auroc", {})
+    print("\n".join("    " + ln for ln in prof.splitlines()))
+    del setup, res
+
+
+def memory_case(a, z, sz, results, full, metric: str = "iou", engine: str = "auto") -> None:
     B = sz["n_boot"]
-    print(f"\n[3] Peak memory, IoU top_frac={TOP_FRAC:g}, B = {B}, activations memory-mapped "
+    lab = f"IoU top_frac={TOP_FRAC:g}" if metric == "iou" else f"AUROC ({engine})"
+    print(f"\n[3] Peak memory, {lab}, B = {B}, activations memory-mapped "
           "(np.load(mmap_mode='r')) in a fresh subprocess")
-    mem = measure_memory(a, z, B)
-    results["memory"] = mem
+    mem = measure_memory(a, z, B, metric, engine)
+    results.setdefault("memory_cases", {})[metric] = mem
+    if metric == "iou":
+        results["memory"] = mem
     if "error" in mem:
         print(f"  ERROR {mem['error']}")
     else:
@@ -638,6 +720,7 @@ def memory_case(a, z, sz, results, full) -> None:
               f"at end anon {cm.fmt_bytes(mem['rss_anon_end'])} + file "
               f"{cm.fmt_bytes(mem['rss_file_end'])}; ru_maxrss {cm.fmt_bytes(mem['ru_maxrss'])}")
         print(f"  child call wall {cm.fmt_s(mem['wall_s'])}")
+
 
 def summary(results, mode, sz, env) -> None:
     n, N, C, B = sz["n_samples"], sz["n_neurons"], sz["n_concepts"], sz["n_boot"]
@@ -664,15 +747,17 @@ def summary(results, mode, sz, env) -> None:
                   f"{cm.fmt_s(ci['replicate_part_blas1_median_s']):>12}")
     if "auroc" in results["cases"]:
         ca = results["cases"]["auroc"]
-        lab = f"auroc numpy{' (extrap.)' if ca['extrapolated'] else ''}"
-        print(f"  {lab:<30} {cm.fmt_s(ca['estimated_B_s']):>12} {'15 min':>10} "
-              f"{yn(ca['meets_time_numpy']):>4} {cm.fmt_s(ca['loop_extrapolated_s']):>15} "
-              f"{ca['speedup_vs_loop']:>8,.2f}x {'20x':>7} {yn(ca['meets_speedup']):>4}")
-        print(f"  {'auroc numba':<30} {'no kernel':>12} {'90 s':>10} {'-':>4}")
-    if "memory" in results and "error" not in results["memory"]:
-        mm = results["memory"]
-        print(f"  {'peak RSS, iou, A mmap':<30} {cm.fmt_bytes(mm['vmhwm']):>12} {'2 GB':>10} "
-              f"{yn(mm['meets']):>4}")
+        for eng, ce in ca["engines"].items():
+            lab = f"auroc {eng}{' (extrap.)' if ce['extrapolated'] else ''}"
+            tgt = "90 s" if eng == "numba" else "15 min"
+            print(f"  {lab:<30} {cm.fmt_s(ce['estimated_B_s']):>12} {tgt:>10} "
+                  f"{yn(ce['meets_time']):>4} {cm.fmt_s(ca['loop_extrapolated_s']):>15} "
+                  f"{ce['speedup_vs_loop']:>8,.2f}x {'20x':>7} {yn(ce['meets_speedup']):>4}")
+    for metric, mm in results.get("memory_cases", {}).items():
+        if "error" in mm:
+            continue
+        print(f"  {f'peak RSS, {metric}, A mmap':<30} {cm.fmt_bytes(mm['vmhwm']):>12} "
+              f"{'2 GB':>10} {yn(mm['meets']):>4}")
     print("  (loop = per replicate: draw weights + neurocert.similarity(sample_weight=w) + argmax,"
           " timed on a few replicates and extrapolated to B)")
 

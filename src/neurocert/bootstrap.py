@@ -196,12 +196,30 @@ def _cutoff_band(n: int, k: float, e: float) -> tuple[int, int]:
     return r_lo, hi
 
 
-def _engine_for(p: Prepared):
+ENGINES = ("auto", "numpy", "numba")
+
+
+def _check_engine(engine: str) -> str:
+    """Resolve ``engine`` to "numpy" or "numba" (``"auto"``: numba when importable)."""
+    if engine not in ENGINES:
+        raise ValidationError(f"`engine` must be one of {ENGINES}; got {engine!r}")
+    if engine == "auto":
+        return "numba" if _engine.numba_available() else "numpy"
+    if engine == "numba" and not _engine.numba_available():
+        from ._optional import require
+
+        require("numba", "engine='numba'")  # raises OptionalDependencyError with the extra
+    return engine
+
+
+def _engine_for(p: Prepared, engine: str = "numpy"):
+    """Replicate engine and its per-neuron supports; ``engine`` "numpy" or "numba"."""
     m = p.metric
     if m.builtin and m.statistics == "count":
         return _engine.count_engine, [_engine.CountSupport(p, j) for j in range(p.n_neurons)]
     if m.builtin and m.name == "auroc":
-        return _engine.rank_engine, [_engine.RankSupport(p, j) for j in range(p.n_neurons)]
+        run = _engine.rank_engine_numba if engine == "numba" else _engine.rank_engine
+        return run, _engine.RankSupports(_engine.RankSupport(p, j) for j in range(p.n_neurons))
     return _engine.generic_engine, None
 
 
@@ -312,7 +330,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                       method: Callable[[np.ndarray], Any] | None = None,
                       batch_size: int | None = None, checkpoint: str | os.PathLike | None = None,
                       progress_bar: bool = False, truth: str = "concept",
-                      wpmi_lambda: float = 1.0) -> ExplanationResult:
+                      wpmi_lambda: float = 1.0, engine: str = "auto") -> ExplanationResult:
     """Bootstrap ensemble and BE concept prediction sets for every neuron.
 
     Parameters
@@ -360,6 +378,11 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         ``.npz`` file updated after every chunk; an interrupted run (Ctrl-C) keeps
         what it computed there and the same call resumes from it.
     progress_bar : bool
+    engine : {"auto", "numpy", "numba"}
+        Replicate kernels. ``"numba"`` (the ``neurocert[numba]`` extra) runs the AUROC
+        rank sums in compiled code over the positives of each concept only; ``"auto"``
+        uses it when numba is installed. Results are identical either way (exact
+        integer arithmetic); ``timings["engine_numba"]`` records which ran (1.0: numba).
 
     Returns
     -------
@@ -392,6 +415,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         raise ValidationError(f"`adaptive_tol` must lie in (0, 1]; got {adaptive_tol!r}")
     if method is not None and not callable(method):
         raise ValidationError("`method` must be callable: weights (n_samples,) -> concept per neuron")
+    engine = _check_engine(engine)
     p = prepare(activations, concepts, metric=metric, sample_weight=sample_weight,
                 groups=groups, threshold=threshold, top_frac=top_frac, truth=truth,
                 wpmi_lambda=wpmi_lambda)
@@ -412,9 +436,10 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     nnames = check_names(neuron_names, p.n_neurons, "neuron")
     seed = as_seed_sequence(rng)
     if batch_size is None:
-        # bytes per (replicate, sample) at peak: float32 weights for counts; AUROC keeps
-        # about eight float64 arrays of that shape per neuron
-        per = 64 if p.metric.statistics == "rank" else 8
+        # bytes per (replicate, sample) at peak: float32 weights plus compact integer
+        # copies (the AUROC engines work on fixed replicate chunks per neuron); the numba
+        # AUROC kernel runs B = 1000 at n = 50,000 in one batch (set-up paid once)
+        per = 8 if p.metric.statistics != "rank" or engine == "numpy" else 4
         batch_size = int(max(1, min(n_boot, BATCH_BYTES // (per * p.n_samples))))
         if adaptive:
             batch_size = min(batch_size, ADAPTIVE_ROUND)
@@ -429,7 +454,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                          wpmi_lambda=wpmi_lambda)
     sim = ident.similarity
     tracked = ident.top
-    engine_fn, supports = _engine_for(p)
+    engine_fn, supports = _engine_for(p, engine)
     if prune and method is None and scheme == "multinomial":
         candidates, _ = prune_candidates(p, sim, prune_epsilon, supports)
     else:
@@ -511,11 +536,13 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     split_sets = fold_winners = None
     if mode in ("split", "both"):
         fold_w = _fold_weights(p, seed, n_folds)
-        fv = replicate_explanations(p, fold_w, tracked=tracked, method=method)
+        fv = replicate_explanations(p, fold_w, tracked=tracked, method=method,
+                                    engine=(engine_fn, supports))
         fold_winners = fv.winner
         split_sets = split_conformal_sets(fold_winners, n_concepts, alpha, sim)
     timings = {"identify_s": t_boot - t0, "bootstrap_s": t_split - t_boot,
-               "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0}
+               "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0,
+               "engine_numba": float(engine == "numba")}
     return ExplanationResult.build(
         identification=ident, votes=votes, winners=winners, ties=ties, tracked=track,
         alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,

@@ -33,7 +33,16 @@ import scipy.sparse as sp
 from .metrics import Metric
 from .similarity import Prepared, compute_stats
 
-__all__ = ["Votes", "argmax_votes", "count_engine", "generic_engine", "rank_engine"]
+__all__ = [
+    "RankSupports",
+    "Votes",
+    "argmax_votes",
+    "count_engine",
+    "generic_engine",
+    "numba_available",
+    "rank_engine",
+    "rank_engine_numba",
+]
 
 
 @dataclass(frozen=True)
@@ -297,56 +306,203 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
 
 
 class RankSupport:
-    """Per-neuron fixed sort order and tie structure for weighted midranks."""
+    """Per-neuron fixed sort order and tie structure for weighted midranks.
+
+    ``order``: ascending stable sort order; ``start[p]`` / ``end[p]``: first / last
+    sorted position of the tie group of sorted position ``p`` (int32 when ``n`` allows:
+    512 neurons x 50,000 samples keep three such arrays each).
+    """
 
     def __init__(self, p: Prepared, neuron: int) -> None:
         a = np.asarray(p.activations[:, neuron], dtype=np.float64)
         n = a.size
-        self.order = np.argsort(a, kind="stable")
+        itype = np.int32 if n < 2**31 else np.int64
+        self.order = np.argsort(a, kind="stable").astype(itype)
         s = a[self.order]
         new = np.ones(n, dtype=bool)
         new[1:] = s[1:] != s[:-1]
-        pos = np.arange(n)
+        pos = np.arange(n, dtype=itype)
         self.start = np.maximum.accumulate(np.where(new, pos, 0))
         is_end = np.ones(n, dtype=bool)
         is_end[:-1] = new[1:]
-        self.end = np.minimum.accumulate(np.where(is_end, pos, n - 1)[::-1])[::-1]
+        self.end = np.minimum.accumulate(np.where(is_end, pos, n - 1)[::-1])[::-1].copy()
+        #: no two samples share an activation: midranks need no tie gathers
+        self.untied = bool(new.all())
+
+
+#: float64 sums of integers are exact below this bound
+_F64_EXACT = float(2**53)
+_F32_EXACT = float(2**24)
+
+
+def _integer_weights(w: np.ndarray) -> bool:
+    """Non-negative integer weights (every bootstrap scheme draws them)."""
+    return bool(w.size == 0 or (w.min() >= 0 and np.array_equal(w, np.floor(w))))
+
+
+def _rank_concept_weights(z, wf: np.ndarray, exact_int: bool, totals: np.ndarray) -> np.ndarray:
+    """``W @ Z`` (B, C) in float64: a float32 product when every sum is an exact integer
+    below ``2**24`` (the same values as the float64 product, about twice as fast)."""
+    if exact_int and (totals.size == 0 or totals.max() < _F32_EXACT):
+        return _concept_weights(z, wf.astype(np.float32))
+    return _concept_weights(z, wf)
+
+
+def _auroc_votes(num: np.ndarray, pw: np.ndarray, totals: np.ndarray, cols: np.ndarray,
+                 cand: np.ndarray, tracked_j: np.ndarray, metric: Metric, n_concepts: int):
+    """AUROC from ``num = sum_i w_i R_i z_i`` (B, len(cols)); winners and tracked values."""
+    pos_w = pw[:, cols]
+    den = pos_w * (totals[:, None] - pos_w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (num - 0.5 * pos_w * pos_w) / den
+    sim = np.where(den > 0, auc, np.nan)
+    idx = np.searchsorted(cols, cand)
+    winner, n_tied, part = argmax_votes(sim[:, idx], cand, metric.lower, n_concepts)
+    return winner, n_tied, part, sim[:, np.searchsorted(cols, tracked_j)]
+
+
+#: replicates per pass of the numpy AUROC engine (bounds its working arrays)
+RANK_CHUNK = 128
 
 
 def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
                 tracked: np.ndarray, supports: list[RankSupport]) -> Votes:
-    """Replicate explanations of AUROC from weighted midranks."""
+    """Replicate explanations of AUROC from weighted midranks (numpy).
+
+    With integer weights (every bootstrap scheme) and ``2 W**2 < 2**53``, twice the
+    midranks are integers: cumulative weights are formed in int32/int64 on a compact
+    copy of the weights, and ``num = 0.5 * (w * 2R) @ Z`` is exact. Otherwise float64.
+    Replicates are processed in chunks of ``RANK_CHUNK`` per neuron; the neuron's
+    concept rows are gathered once per call.
+    """
     metric = p.metric
     z = _binary_concepts(p)
     base = p.sample_weight
-    wf = w.astype(np.float64)
-    if base is not None:
-        wf = wf * base[None, :]
-    totals = wf.sum(axis=1)
-    pw = _concept_weights(z, wf)
     b, n_neurons = w.shape[0], p.n_neurons
+    wf = w if base is None else w.astype(np.float64) * base[None, :]
+    totals = wf.sum(axis=1, dtype=np.float64)
+    exact_int = (base is None and _integer_weights(w)
+                 and (b == 0 or 2.0 * float(totals.max()) ** 2 < _F64_EXACT))
+    pw = _rank_concept_weights(z, wf, exact_int, totals)
+    if exact_int:
+        wsmall = w.astype(_weight_dtype(float(w.max()) if w.size else 0.0))
+        itype = np.int32 if b == 0 or 2.0 * float(totals.max()) < 2**31 else np.int64
+    else:
+        wsmall = np.asarray(wf, dtype=np.float64)
     winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
     for j in range(n_neurons):
         sup = supports[j]
         cand = candidates[j]
         cols = np.union1d(cand, tracked[j])
-        ws = wf[:, sup.order]
-        cum = np.cumsum(ws, axis=1)
-        before = cum - ws
-        r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
         zs = _rows(z, sup.order, cols).astype(np.float64)
-        num = (r_sorted * ws) @ zs  # sum_i w_i R_i z_ic, exact (half-integers)
-        pos_w = pw[:, cols]
-        den = pos_w * (totals[:, None] - pos_w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            auc = (num - 0.5 * pos_w * pos_w) / den
-        sim = np.where(den > 0, auc, np.nan)
-        idx = np.searchsorted(cols, cand)
-        winner[:, j], n_tied[:, j], part = argmax_votes(sim[:, idx], cand, metric.lower,
-                                                        p.n_concepts)
+        untied = sup.untied
+        num = np.empty((b, cols.size))
+        for r0 in range(0, b, RANK_CHUNK):
+            ws = wsmall[r0:r0 + RANK_CHUNK][:, sup.order]
+            if exact_int:
+                cum = np.cumsum(ws, axis=1, dtype=itype)
+                if untied:  # 2R = 2 before + w = 2 cum - w
+                    tr = 2 * cum - ws
+                else:
+                    before = cum - ws
+                    tr = before[:, sup.start] + cum[:, sup.end]
+                q = np.multiply(ws, tr, dtype=np.float64)
+                num[r0:r0 + RANK_CHUNK] = (q @ zs) * 0.5  # exact: integers below 2**53
+            else:
+                cum = np.cumsum(ws, axis=1)
+                before = cum - ws
+                r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
+                num[r0:r0 + RANK_CHUNK] = (r_sorted * ws) @ zs
+        winner[:, j], n_tied[:, j], part, track[:, j] = _auroc_votes(
+            num, pw, totals, cols, cand, tracked[j], metric, p.n_concepts)
         _add_counts(counts, j, part, shape)
-        track[:, j] = sim[:, np.searchsorted(cols, tracked[j])]
+    return Votes(winner, n_tied, counts, track)
+
+
+def numba_available() -> bool:
+    """Whether the optional numba kernels can be used (numba importable)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def _weight_dtype(wmax: float):
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if wmax <= np.iinfo(dt).max:
+            return dt
+    return np.float64
+
+
+class RankSupports(list):
+    """The per-neuron :class:`RankSupport` list, with a cache shared by its batches."""
+
+    def __init__(self, items) -> None:
+        super().__init__(items)
+        self.cache: dict[str, Any] = {}
+
+
+def _concept_structure(p: Prepared, cache: dict[str, Any] | None):
+    """Binarized concepts as CSC and CSR ``(indptr, indices)`` pairs, cached per support list."""
+    if cache is not None and "structure" in cache:
+        return cache["structure"]
+    c = p.concepts
+    zb = (c >= 0.5) if sp.issparse(c) else (np.asarray(c) >= 0.5)
+    out = []
+    for fmt in (sp.csc_matrix, sp.csr_matrix):
+        m = fmt(zb)
+        m.eliminate_zeros()
+        m.sort_indices()
+        out.append((m.indptr.astype(np.int64), m.indices.astype(np.int32)))
+    if cache is not None:
+        cache["structure"] = tuple(out)
+    return tuple(out)
+
+
+def rank_engine_numba(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
+                      tracked: np.ndarray, supports: list[RankSupport]) -> Votes:
+    """:func:`rank_engine` with rank sums and concept weights from numba kernels.
+
+    Identical results: with integer weights every sum is an integer below ``2**53``
+    (checked: ``2 W**2 < 2**53``), so its value does not depend on the order of
+    additions. Otherwise (real or base sample weights) it runs :func:`rank_engine`.
+    """
+    b = w.shape[0]
+    totals = w.sum(axis=1, dtype=np.float64)
+    if (p.sample_weight is not None or not _integer_weights(w)
+            or (b and 2.0 * float(totals.max()) ** 2 >= _F64_EXACT)):
+        return rank_engine(p, w, candidates, tracked, supports)
+    from . import _numba_kernels as nk
+
+    metric = p.metric
+    (indptr, indices), (rowptr, concept_of) = _concept_structure(
+        p, getattr(supports, "cache", None))
+    n, n_neurons = p.n_samples, p.n_neurons
+    winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
+    shape = (n_neurons, p.n_concepts + 1)
+    b_pad = -(-b // nk.RB) * nk.RB
+    wt = np.zeros((n, b_pad), _weight_dtype(float(w.max()) if w.size else 0.0))
+    wt[:, :b] = w.T
+    pw_pad = np.empty((b_pad, p.n_concepts))
+    nk.concept_sums(wt, rowptr, concept_of, p.n_concepts, pw_pad)
+    pw = pw_pad[:b]
+    rank = np.empty(n, np.int32 if n < 2**31 else np.int64)
+    positions = np.arange(n, dtype=rank.dtype)
+    for j in range(n_neurons):
+        sup = supports[j]
+        cand = candidates[j]
+        cols = np.union1d(cand, tracked[j]).astype(np.int64)
+        rank[sup.order] = positions
+        bptr, ranks = nk.bucket_positives(indptr, indices, cols, rank, n, nk.BLOCK)
+        ws = np.take(wt, sup.order, axis=0)
+        need = np.zeros(n, np.bool_)
+        need[ranks] = True
+        out = np.empty((b_pad, cols.size))
+        nk.rank_sums(ws, sup.end, need, bptr, ranks, cols.size, nk.BLOCK, out)
+        num = out[:b] * 0.5  # exact: twice the rank sums are integers below 2**53
+        winner[:, j], n_tied[:, j], part, track[:, j] = _auroc_votes(
+            num, pw, totals, cols, cand, tracked[j], metric, p.n_concepts)
+        _add_counts(counts, j, part, shape)
     return Votes(winner, n_tied, counts, track)
 
 

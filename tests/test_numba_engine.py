@@ -1,0 +1,158 @@
+"""The optional numba replicate kernels give exactly the numpy engine's results.
+
+Skipped when numba is not installed (``pip install 'neurocert[numba]'``).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import neurocert
+from neurocert import engine as _engine
+from neurocert._compare import results_equal
+from neurocert.bootstrap import _engine_for, prune_candidates, replicate_explanations
+from neurocert.exceptions import OptionalDependencyError, ValidationError
+from neurocert.resample import as_seed_sequence, replicate_weights
+from neurocert.similarity import prepare
+
+numba = pytest.importorskip("numba")
+
+
+def _data(seed=0, n=700, n_neurons=7, n_concepts=25):
+    """Tied activations (rounded, a constant neuron, ReLU zeros) and sparse 0/1 concepts."""
+    rng = np.random.default_rng(seed)
+    z = (rng.random((n, n_concepts)) < rng.uniform(0.005, 0.3, n_concepts)).astype(float)
+    a = np.round(rng.normal(size=(n, n_neurons)) + 0.8 * z[:, :n_neurons], 1)
+    a[:, 1] = 0.0  # all tied
+    a[:, 2] = np.maximum(a[:, 2], 0.0)  # half tied at 0
+    a[:, 3] = rng.normal(size=n)  # no ties
+    z[:, -1] = 0.0  # a concept that never occurs: AUROC undefined
+    return a, z
+
+
+def _votes_equal(u, v) -> bool:
+    return (np.array_equal(u.winner, v.winner) and np.array_equal(u.n_tied, v.n_tied)
+            and u.counts.keys() == v.counts.keys()
+            and all(np.array_equal(u.counts[t], v.counts[t]) for t in u.counts)
+            and np.array_equal(u.tracked, v.tracked, equal_nan=True))
+
+
+def _weights(kind, b, n, seed=4):
+    rng = np.random.default_rng(seed)
+    if kind == "multinomial":
+        return replicate_weights(as_seed_sequence(seed), range(b), n)
+    if kind == "poisson":
+        return replicate_weights(as_seed_sequence(seed), range(b), n, scheme="poisson")
+    if kind == "folds":
+        w = np.zeros((b, n), np.float32)
+        w[rng.integers(0, b, n), np.arange(n)] = 1.0
+        return w
+    if kind == "large":  # weights above 255 and 65535: wider integer lanes
+        w = rng.integers(0, 3, (b, n)).astype(np.float64)
+        w[:, :5] = [300, 70_000, 0, 1, 256]
+        return w
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["multinomial", "poisson", "folds", "large"])
+@pytest.mark.parametrize("b", [1, 5, 16, 37])
+def test_rank_kernel_identical_to_numpy_engine(kind, b):
+    a, z = _data()
+    p = prepare(a, z, metric="auroc")
+    w = _weights(kind, b, p.n_samples)
+    sim = neurocert.similarity(a, z, metric="auroc")
+    _, supports = _engine_for(p, "numba")
+    tracked = np.argsort(-np.nan_to_num(sim, nan=-1), axis=1, kind="stable")[:, :3]
+    full = [np.arange(p.n_concepts)] * p.n_neurons
+    pruned, _ = prune_candidates(p, sim, 0.01, supports)
+    for cand in (full, pruned):
+        ref = _engine.rank_engine(p, w, cand, tracked, supports)
+        got = _engine.rank_engine_numba(p, w, cand, tracked, supports)
+        assert _votes_equal(ref, got)
+
+
+def test_rank_kernel_matches_library_similarity_per_replicate():
+    """Independent reference: neurocert.similarity with the replicate as sample weights."""
+    a, z = _data(seed=3, n=400)
+    p = prepare(a, z, metric="auroc")
+    w = _weights("multinomial", 9, p.n_samples)
+    _, supports = _engine_for(p, "numba")
+    tracked = np.tile(np.arange(p.n_concepts), (p.n_neurons, 1))
+    v = _engine.rank_engine_numba(p, w, [np.arange(p.n_concepts)] * p.n_neurons, tracked,
+                                  supports)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in range(w.shape[0]):
+            ref = neurocert.similarity(a, z, metric="auroc", sample_weight=w[b].astype(float))
+            np.testing.assert_allclose(v.tracked[b], ref, rtol=0, atol=1e-12)
+            # the numerators are exact; the library's all-pairs path may round differently
+            # only in the last bits of the ratio, so compare winners where the gap is clear
+            filled = np.where(np.isnan(ref), -np.inf, ref)
+            top2 = np.sort(filled, axis=1)[:, -2:]
+            clear = (top2[:, 1] - top2[:, 0] > 1e-9) & (top2[:, 1] > 0)
+            assert np.array_equal(v.winner[b][clear], np.argmax(filled, axis=1)[clear])
+
+
+def test_rank_kernel_falls_back_for_real_weights():
+    a, z = _data(seed=5)
+    p = prepare(a, z, metric="auroc")
+    w = np.random.default_rng(1).gamma(1.0, size=(6, p.n_samples))
+    _, supports = _engine_for(p, "numba")
+    cand = [np.arange(p.n_concepts)] * p.n_neurons
+    tracked = np.zeros((p.n_neurons, 1), np.int64)
+    assert _votes_equal(_engine.rank_engine(p, w, cand, tracked, supports),
+                        _engine.rank_engine_numba(p, w, cand, tracked, supports))
+
+
+@pytest.mark.parametrize("kw", [{}, {"prune": False}, {"scheme": "poisson"},
+                                {"mode": "both", "alpha": 0.2}])
+def test_bootstrap_explain_identical_across_engines_batches_threads(kw):
+    a, z = _data(seed=7, n=500)
+    args = dict(metric="auroc", n_boot=40, rng=11, **kw)
+    ref = neurocert.bootstrap_explain(a, z, engine="numpy", batch_size=4096, **args)
+    assert ref.timings["engine_numba"] == 0.0
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for bs in (1, 7, 4096):
+                got = neurocert.bootstrap_explain(a, z, engine="numba", batch_size=bs, **args)
+                assert got.timings["engine_numba"] == 1.0
+                assert results_equal(ref, got)
+                assert np.array_equal(ref.winners, got.winners)
+                assert np.array_equal(ref.intervals, got.intervals, equal_nan=True)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def test_auto_engine_uses_numba_when_installed():
+    a, z = _data(seed=8, n=300)
+    res = neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, rng=1)
+    assert res.timings["engine_numba"] == 1.0
+
+
+def test_replicate_explanations_numba_matches_generic_engine():
+    """The fast numba path and the library's own statistics give the same replicate winners."""
+    a, z = _data(seed=9, n=300)
+    p = prepare(a, z, metric="auroc")
+    w = _weights("multinomial", 6, p.n_samples)
+    fast = replicate_explanations(p, w, engine=_engine_for(p, "numba"))
+    slow = replicate_explanations(p, w, engine=(_engine.generic_engine, None))
+    assert np.array_equal(fast.winner, slow.winner)
+    assert np.array_equal(fast.n_tied, slow.n_tied)
+
+
+def test_engine_option_validated(monkeypatch):
+    a, z = _data(seed=1, n=200)
+    with pytest.raises(ValidationError, match="engine"):
+        neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, engine="fortran")
+    monkeypatch.setattr(_engine, "numba_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now fails
+    with pytest.raises(OptionalDependencyError, match=r"neurocert\[numba\]"):
+        neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, engine="numba")
+    res = neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, rng=1, engine="auto")
+    assert res.timings["engine_numba"] == 0.0
