@@ -404,7 +404,11 @@ def test_explain_planted_concept_is_stable(tmp_path):
     assert res.mode_frequency[:2].min() > 0.95
     # the noise neuron is unstable
     assert res.set_size[2] > 1
-    # saves and loads like any ExplanationResult
+    # tables and files like any ExplanationResult
+    pytest.importorskip("pandas")
+    frame = res.to_frame()
+    assert frame["prediction_set"][0].startswith("2 (") and np.isnan(frame["lower"]).all()
+    assert res.identification.summary().n_certified == 0
     pytest.importorskip("pyarrow")
     res.save(tmp_path / "be")
     back = ExplanationResult.load(tmp_path / "be")
@@ -422,3 +426,13 @@ def test_layer_prior_depends_on_the_neurons_passed():
     a = clip.concept_scores(act, cos, kind="cosine", top_k=20, lam=0.0, **KW)
     b = clip.concept_scores(act[:, :3], cos, kind="cosine", top_k=20, lam=0.0, **KW)
     np.testing.assert_array_equal(a[:3], b)
+
+
+def test_bench_direct_loop_agrees():
+    """The timing module's direct baseline (np.repeat + a loop over neurons with CLIP-Dissect's
+    float32 terms) gives the BE replicates' labels."""
+    from neurocert.dissect.clip_bench import run
+
+    out = run(n_neurons=32, n_samples=300, n_concepts=20, n_boot=3, n_direct=3, seed=1)
+    assert out["direct_label_agreement"] == 1.0
+    assert out["explain_total_s"] > 0
