@@ -436,3 +436,37 @@ def test_bench_direct_loop_agrees():
     out = run(n_neurons=32, n_samples=300, n_concepts=20, n_boot=3, n_direct=3, seed=1)
     assert out["direct_label_agreement"] == 1.0
     assert out["explain_total_s"] > 0
+
+
+def test_split_mode_folds_and_conformal_sets():
+    from types import SimpleNamespace
+
+    from neurocert.bootstrap import _fold_weights
+    from neurocert.explanation import split_conformal_sets
+
+    act, _z, cos = planted(n=400, n_neurons=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoBoundWarning)
+        res = clip.clip_dissect_explain(act, cos, kind="cosine", top_k=8, mode="both",
+                                        n_boot=6, rng=4, alpha=0.1)
+        split = clip.clip_dissect_explain(act, cos, kind="cosine", top_k=8, mode="split",
+                                          rng=4, alpha=0.1)
+    k = math.ceil(2 / 0.1) - 1
+    assert res.fold_winners.shape == (k, 5) and res.parameters["n_folds"] == k
+    folds = _fold_weights(SimpleNamespace(groups=None, n_samples=400),
+                          as_seed_sequence(4), k)
+    for f in range(k):
+        mask = folds[f] > 0  # a fold is the plain subset of its samples
+        sim = clip.concept_scores(act[mask], cos[mask], kind="cosine", top_k=8)
+        np.testing.assert_array_equal(res.fold_winners[f], sim.argmax(axis=1))
+    want = split_conformal_sets(res.fold_winners, 5, 0.1, res.identification.similarity)
+    for a, b, c in zip(res.split_sets, want, split.prediction_sets):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, b)
+    assert split.mode == "split" and split.n_boot == 0 and res.n_boot == 6
+    np.testing.assert_array_equal(split.fold_winners, res.fold_winners)
+    with pytest.raises(ValidationError, match="fold 0 of 19"):
+        clip.clip_dissect_explain(act, cos, kind="cosine", top_k=30, mode="split", rng=0,
+                                  alpha=0.1)
+    with pytest.raises(ValidationError, match="n_folds \\+ 1 >= 1/alpha"):
+        clip.clip_dissect_explain(act, cos, kind="cosine", top_k=5, mode="split", n_folds=5)

@@ -36,6 +36,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,10 @@ from .._validation import (
     check_probability,
     check_sample_weight,
 )
+from ..bootstrap import MODES, _fold_weights
 from ..engine import _add_counts, argmax_votes, merge_counts, total_votes
 from ..exceptions import NoBoundWarning, UndefinedSimilarityWarning, ValidationError
-from ..explanation import ExplanationResult
+from ..explanation import ExplanationResult, split_conformal_sets
 from ..identify import IdentificationResult, rank_concepts
 from ..resample import SCHEMES, as_seed_sequence, replicate_weights
 from . import clip_kernels as _k
@@ -382,7 +384,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
                          min_norm: float = 1e-3, sample_weight: Any = None,
                          dtype: str = "float32", neuron_names: Sequence[str] | None = None,
                          n_boot: int = 1000, alpha: float = 0.05, rng: Any = None,
-                         scheme: str = "multinomial", top: int = 5,
+                         scheme: str = "multinomial", mode: str = "bootstrap",
+                         n_folds: int | None = None, top: int = 5,
                          batch_size: int | None = None,
                          progress_bar: bool = False) -> ExplanationResult:
     """Bootstrap ensemble and BE concept prediction sets of CLIP-Dissect-style labels.
@@ -404,6 +407,14 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     rng : None, int, SeedSequence or Generator
         Replicate ``b``'s weights are a pure function of (seed, b, sample block).
     scheme : {"multinomial", "poisson", "predictive"}
+    mode : {"bootstrap", "split", "both"}
+        Which prediction set: the bootstrap set, or the split-conformal set over
+        ``n_folds`` disjoint folds (finite-sample coverage of the label of an independent
+        probing set of fold size ``n / n_folds``; :func:`neurocert.bootstrap_explain`);
+        ``"both"`` computes the two (the prediction sets are the bootstrap ones).
+    n_folds : int, optional
+        Folds of split mode, ``n_folds + 1 >= 1/alpha``; default ``ceil(2/alpha) - 1``.
+        Each fold must hold at least ``top_k`` samples.
     top : int
         Concepts (by full-data score) with descriptive bootstrap intervals.
     batch_size : int, optional
@@ -414,7 +425,7 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     Returns
     -------
     ExplanationResult
-        Mode ``"bootstrap"``; its identification has NaN bounds and empty certified sets
+        Its identification has NaN bounds and empty certified sets
         (no finite-sample bound exists: ``parameters["bound_note"]``).
 
     Examples
@@ -437,6 +448,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     alpha = check_probability(alpha, "alpha")
     if scheme not in SCHEMES:
         raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
+    if mode not in MODES:
+        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValidationError(f"`top` must be a positive integer; got {top!r}")
     if batch_size is not None and (isinstance(batch_size, bool)
@@ -450,6 +463,18 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     n = s.ranking.n_samples
     if scheme == "predictive" and s.sample_weight is None:
         s.check_total(float(max(1, n // 2)), "a predictive (n/2) replicate")
+    if mode != "bootstrap":
+        if n_folds is None:
+            n_folds = math.ceil(2 / alpha - 1e-12) - 1
+        elif isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) \
+                or n_folds < 2:
+            raise ValidationError(f"`n_folds` must be an integer >= 2; got {n_folds!r}")
+        n_folds = int(n_folds)
+        if n_folds + 1 < 1 / alpha - 1e-12:
+            raise ValidationError(
+                f"split mode needs n_folds + 1 >= 1/alpha = {1 / alpha:g}; got n_folds={n_folds}")
+        if n_folds > n:
+            raise ValidationError(f"`n_folds`={n_folds} exceeds the {n} samples")
     seed = as_seed_sequence(rng)
     sim = s.scores(s.sample_weight)
     _warn_undefined(sim, function)
@@ -459,6 +484,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     if batch_size is None:
         batch_size = int(max(1, min(n_boot, BATCH_BYTES // (8 * n_neurons * n_concepts))))
     t_boot = time.perf_counter()
+    if mode == "split":
+        n_boot = 0
     winners = np.empty((n_boot, n_neurons), np.int64)
     ties = np.empty((n_boot, n_neurons), np.int64)
     track = np.empty((n_boot, n_neurons, tracked_idx.shape[1]))
@@ -484,18 +511,44 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
                 ties[b0:b1, j] = tied
                 _add_counts(part_counts, j, part, (n_neurons, n_concepts + 1))
             counts = merge_counts(counts, part_counts)
-    votes = total_votes(counts)
+    votes = total_votes(counts) if counts else np.zeros((n_neurons, n_concepts + 1))
+    t_split = time.perf_counter()
+    split_sets = fold_winners = None
+    if mode != "bootstrap":
+        fold_winners = _fold_winners(s, seed, n_folds)
+        split_sets = split_conformal_sets(fold_winners, n_concepts, alpha, sim)
     params = {**ident.parameters, "n_boot": int(n_boot), "alpha": alpha, "scheme": scheme,
-              "mode": "bootstrap", "seed_entropy": str(seed.entropy),
+              "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
+              "seed_entropy": str(seed.entropy),
               "seed_spawn_key": list(seed.spawn_key), "top": int(top),
               "one_resample_for_all_neurons": True}
     _no_bound_warning(function)
-    timings = {"identify_s": t_boot - t0, "bootstrap_s": time.perf_counter() - t_boot,
-               "total_s": time.perf_counter() - t0}
+    timings = {"identify_s": t_boot - t0, "bootstrap_s": t_split - t_boot,
+               "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0}
     return ExplanationResult.build(
         identification=ident, votes=votes, winners=winners, ties=ties, tracked=track,
-        alpha=alpha, mode="bootstrap", split_sets=None, fold_winners=None, parameters=params,
-        timings=timings, n_candidates=np.full(n_neurons, n_concepts, np.int64))
+        alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,
+        parameters=params, timings=timings,
+        n_candidates=np.full(n_neurons, n_concepts, np.int64))
+
+
+def _fold_winners(s: _Setup, seed: np.random.SeedSequence, n_folds: int) -> np.ndarray:
+    """Label of every neuron on each of ``n_folds`` disjoint folds, ``(n_folds, n_neurons)``.
+
+    The folds are those of :func:`neurocert.bootstrap_explain` (same seed, same folds).
+    """
+    n = s.ranking.n_samples
+    folds = _fold_weights(SimpleNamespace(groups=None, n_samples=n), seed, n_folds)
+    out = np.empty((n_folds, s.ranking.activations.shape[1]), np.int64)
+    for f in range(n_folds):
+        w = folds[f] if s.sample_weight is None else folds[f] * s.sample_weight
+        s.check_total(float(w.sum()), f"fold {f} of {n_folds} (split mode)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+            sim = s.scores(w)
+        order = rank_concepts(sim)
+        out[f] = np.where(np.isnan(sim).all(axis=1), -1, order[:, 0])
+    return out
 
 
 clip_dissect_explain.__doc__ = clip_dissect_explain.__doc__.replace("{shared}",
