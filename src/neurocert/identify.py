@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from ._compare import results_equal
 from ._optional import require
 from ._validation import check_names, check_probability
@@ -380,7 +381,8 @@ def identify(activations: Any, concepts: Any, *, metric: str, delta: float = 0.0
              concept_names: Any = None, neuron_names: Any = None, top_k: int = 5,
              sample_weight: Any = None, groups: Any = None, threshold: float | None = None,
              top_frac: float | None = None, truth: str = "concept",
-             wpmi_lambda: float = 1.0) -> IdentificationResult:
+             wpmi_lambda: float = 1.0, backend: str = "memory",
+             client: Any = None) -> IdentificationResult:
     """Identify each neuron's concept and certify its faithfulness.
 
     Parameters
@@ -397,6 +399,14 @@ def identify(activations: Any, concepts: Any, *, metric: str, delta: float = 0.0
         Number of ranked concepts kept per neuron.
     sample_weight, groups, threshold, top_frac, truth, wpmi_lambda
         As in :func:`neurocert.similarity`.
+    backend : {"memory", "blocks", "dask"}
+        ``"memory"`` (default) computes here; ``"blocks"`` streams neuron blocks
+        out of core (``activations`` may be a Zarr directory or ``.npy`` path);
+        ``"dask"`` runs the blocks on a Dask cluster. Results are identical
+        (:mod:`neurocert.distributed`, ``docs/distributed.md``).
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        ``LocalCluster`` started for this call.
 
     Returns
     -------
@@ -419,6 +429,15 @@ def identify(activations: Any, concepts: Any, *, metric: str, delta: float = 0.0
     >>> res.labels
     ['y']
     """
+    if _backend.wants_blocks(backend, client):
+        from . import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.identify(
+                activations, concepts, metric=metric, delta=delta, concept_names=concept_names,
+                neuron_names=neuron_names, top_k=top_k, sample_weight=sample_weight,
+                groups=groups, threshold=threshold, top_frac=top_frac, truth=truth,
+                wpmi_lambda=wpmi_lambda, client=cl)
     t0 = time.perf_counter()
     delta = check_probability(delta, "delta")
     if not (isinstance(top_k, (int, np.integer)) and top_k >= 1):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from . import _backend
 from ._validation import (
     as_activations,
     as_concepts,
@@ -132,7 +133,8 @@ def warn_low_frequency_accuracy(p: Prepared, stacklevel: int = 3) -> None:
 def similarity(activations: Any, concepts: Any, *, metric: str, sample_weight: Any = None,
                groups: Any = None, threshold: float | None = None,
                top_frac: float | None = None, truth: str = "concept",
-               wpmi_lambda: float = 1.0) -> np.ndarray:
+               wpmi_lambda: float = 1.0, backend: str = "memory",
+               client: Any = None) -> np.ndarray:
     """Similarity of every neuron with every concept.
 
     Parameters
@@ -158,6 +160,14 @@ def similarity(activations: Any, concepts: Any, *, metric: str, sample_weight: A
         ``"concept"``: precision = P(concept | active), recall = P(active | concept).
     wpmi_lambda : float
         Weight of ``log p(c)`` in WPMI.
+    backend : {"memory", "blocks", "dask"}
+        ``"memory"`` (default) computes here; ``"blocks"`` streams neuron blocks
+        out of core (``activations`` may be a Zarr directory or ``.npy`` path);
+        ``"dask"`` runs the blocks on a Dask cluster. Results are identical
+        (:mod:`neurocert.distributed`, ``docs/distributed.md``).
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        ``LocalCluster`` started for this call.
 
     Returns
     -------
@@ -179,6 +189,14 @@ def similarity(activations: Any, concepts: Any, *, metric: str, sample_weight: A
     >>> neurocert.similarity(a, c, metric="auroc")
     array([[1., 0.]])
     """
+    if _backend.wants_blocks(backend, client):
+        from . import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.similarity(
+                activations, concepts, metric=metric, sample_weight=sample_weight, groups=groups,
+                threshold=threshold, top_frac=top_frac, truth=truth, wpmi_lambda=wpmi_lambda,
+                client=cl)
     p = prepare(activations, concepts, metric=metric, sample_weight=sample_weight, groups=groups,
                 threshold=threshold, top_frac=top_frac, truth=truth, wpmi_lambda=wpmi_lambda)
     warn_low_frequency_accuracy(p)

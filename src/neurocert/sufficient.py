@@ -478,35 +478,53 @@ def ap_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray | N
     return APStats(ap=ap, present=present, design=design)
 
 
+#: Neurons per block of the moment statistics: float sums over samples are formed on
+#: C-contiguous blocks of this many neurons aligned to the neuron index, so the rounding
+#: of every neuron's sums is the same however a caller splits the layer (chunked,
+#: out-of-core and distributed runs give bitwise-identical results).
+MOMENT_BLOCK = 64
+
+
 def moment_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray | None,
                  design: Design) -> MomentStats:
-    """Weighted first and second moments of activations and soft concepts."""
+    """Weighted first and second moments of activations and soft concepts.
+
+    Computed on C-contiguous blocks of :data:`MOMENT_BLOCK` neurons; a caller
+    that splits the neurons at multiples of it gets bitwise-identical sums.
+    """
     n, n_neurons = activations.shape
     w = sample_weight
-    a = np.asarray(activations, dtype=np.float64)
     sw = design.total
-    if w is None:
-        shift = a.mean(axis=0)
-    else:
-        shift = (w @ a) / sw
-    x = a - shift
-    wx = x if w is None else x * w[:, None]
     c = concepts.astype(np.float64) if sp.issparse(concepts) else np.asarray(concepts, np.float64)
-    if sp.issparse(c):
-        sxc = _xtz(wx, c)
-    else:
+    if not sp.issparse(c):
         # identical concept columns must give identical (exactly tied) similarities, but a
         # BLAS product may round columns differently by position: compute each distinct
         # column once
         unique, inverse = _distinct_columns(c)
-        sxc = _xtz(wx, c[:, unique])[:, inverse]
-    sx = wx.sum(axis=0)
-    sxx = (wx * x).sum(axis=0)
+        c_unique = c[:, unique]
+    rows = slice(None) if w is None else (w > 0)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("sxc", "sx", "sxx", "shift", "rng")}
+    for j in range(0, n_neurons, MOMENT_BLOCK) if n_neurons else ():
+        a = np.ascontiguousarray(activations[:, j:j + MOMENT_BLOCK], dtype=np.float64)
+        shift = a.mean(axis=0) if w is None else (w @ a) / sw
+        x = a - shift
+        wx = x if w is None else x * w[:, None]
+        parts["sxc"].append(_xtz(wx, c) if sp.issparse(c) else _xtz(wx, c_unique)[:, inverse])
+        parts["sx"].append(wx.sum(axis=0))
+        parts["sxx"].append((wx * x).sum(axis=0))
+        parts["shift"].append(shift)
+        parts["rng"].append(np.stack([a[rows].min(axis=0), a[rows].max(axis=0)]))
+    if n_neurons:
+        sxc, sx, sxx, shift = (np.concatenate(parts[k], axis=0)
+                               for k in ("sxc", "sx", "sxx", "shift"))
+        x_range = np.concatenate(parts["rng"], axis=1)
+    else:
+        sxc = np.zeros((0, c.shape[1]))
+        sx = sxx = shift = np.zeros(0)
+        x_range = np.zeros((2, 0))
     sc = _column_sums(c, w)
     c2 = c.multiply(c) if sp.issparse(c) else c * c
     scc = _column_sums(c2, w)
-    rows = slice(None) if w is None else (w > 0)
-    x_range = np.stack([a[rows].min(axis=0), a[rows].max(axis=0)])
     cr = c[np.flatnonzero(w > 0)] if (w is not None) else c
     if sp.issparse(cr):
         cmin = np.asarray(cr.min(axis=0).todense()).reshape(-1)
