@@ -149,3 +149,20 @@ def test_worker_killed_mid_run(client, layer):
     got = distributed.similarity(root / "a.zarr", z, metric="iou", top_frac=0.05,
                                  client=client, neuron_block=32)
     assert np.array_equal(neurocert.similarity(a, z, metric="iou", top_frac=0.05), got)
+
+
+def test_public_functions_forward_to_dask(client, layer):
+    """backend="dask" on the public functions equals the in-memory call (same seed)."""
+    a, z, root = layer
+    kw = dict(metric="iou", top_frac=0.02)
+    assert np.array_equal(neurocert.similarity(a, z, backend="dask", client=client, **kw),
+                          neurocert.similarity(a, z, **kw), equal_nan=True)
+    got = neurocert.identify(str(root / "a.zarr"), z, backend="dask", client=client, **kw)
+    want = neurocert.identify(a, z, **kw)
+    assert np.array_equal(got.lower, want.lower) and np.array_equal(got.best, want.best)
+    e_got = neurocert.bootstrap_explain(a, z, n_boot=30, rng=5, backend="dask", client=client,
+                                        **kw)
+    e_want = neurocert.bootstrap_explain(a, z, n_boot=30, rng=5, **kw)
+    assert np.array_equal(e_got.probabilities, e_want.probabilities)
+    assert [s.tolist() for s in e_got.prediction_sets] == \
+        [s.tolist() for s in e_want.prediction_sets]

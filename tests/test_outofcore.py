@@ -287,3 +287,55 @@ def test_bounded_memory_under_rlimit_data(tmp_path):
     ref = neurocert.identify(a, z, metric="iou", top_frac=0.01)
     assert np.array_equal(got["iou"][:64], ref.similarity, equal_nan=True)
     assert np.array_equal(got["iou_lower"][:64], ref.lower)
+
+
+def test_backend_option_of_public_functions(tmp_path):
+    """backend="blocks" streams neuron blocks and equals the in-memory call; bad options fail."""
+    rng = np.random.default_rng(3)
+    z = (rng.random((800, 5)) < 0.2).astype(np.float32)
+    a = (z[:, rng.integers(0, 5, 130)] + rng.normal(size=(800, 130))).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    for metric, kw in (("auroc", {}), ("iou", {"top_frac": 0.05}), ("correlation", {})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", neurocert.NoBoundWarning)
+            got = neurocert.identify(str(tmp_path / "a.npy"), z, metric=metric,
+                                     backend="blocks", **kw)
+            want = neurocert.identify(a, z, metric=metric, **kw)
+        assert np.array_equal(got.similarity, want.similarity, equal_nan=True)
+        assert np.array_equal(got.lower, want.lower, equal_nan=True)
+    e1 = neurocert.bootstrap_explain(a, z, metric="iou", top_frac=0.05, n_boot=20, rng=1,
+                                     backend="blocks")
+    e0 = neurocert.bootstrap_explain(a, z, metric="iou", top_frac=0.05, n_boot=20, rng=1)
+    assert np.array_equal(e1.probabilities, e0.probabilities)
+    with pytest.raises(neurocert.ValidationError, match="backend"):
+        neurocert.similarity(a, z, metric="auroc", backend="spark")
+    with pytest.raises(neurocert.ValidationError, match="client"):
+        neurocert.similarity(a, z, metric="auroc", client="tcp://127.0.0.1:1")
+    with pytest.raises(neurocert.ValidationError, match="adaptive"):
+        neurocert.bootstrap_explain(a, z, metric="auroc", backend="blocks", adaptive=True)
+
+
+def test_cli_backend_blocks_reads_a_zarr_store(tmp_path, capsys):
+    from neurocert.cli import main
+
+    rng = np.random.default_rng(4)
+    z = (rng.random((600, 4)) < 0.3).astype(np.float32)
+    a = (z[:, [0, 1, 2, 3, 0, 1]] + rng.normal(size=(600, 6))).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "z.npy", z)
+    assert main(["convert", str(tmp_path / "a.npy"), str(tmp_path / "a.zarr")]) == 0
+    out_mem, out_blk = tmp_path / "mem.parquet", tmp_path / "blk.parquet"
+    assert main(["similarity", str(tmp_path / "a.npy"), str(tmp_path / "z.npy"),
+                 "--metric", "auroc", "--out", str(out_mem)]) == 0
+    assert main(["similarity", str(tmp_path / "a.zarr"), str(tmp_path / "z.npy"),
+                 "--metric", "auroc", "--backend", "blocks", "--out", str(out_blk)]) == 0
+    pd = pytest.importorskip("pandas")
+    assert pd.read_parquet(out_mem).equals(pd.read_parquet(out_blk))
+    capsys.readouterr()
+    assert main(["similarity", str(tmp_path / "a.zarr"), str(tmp_path / "z.npy"),
+                 "--metric", "auroc", "--out", str(tmp_path / "x.parquet")]) == 1
+    assert "--backend blocks" in capsys.readouterr().err
+    assert main(["similarity", str(tmp_path / "a.npy"), str(tmp_path / "z.npy"),
+                 "--metric", "auroc", "--scheduler", "tcp://127.0.0.1:1",
+                 "--out", str(tmp_path / "y.parquet")]) == 1
+    assert "--scheduler needs --backend dask" in capsys.readouterr().err

@@ -390,20 +390,48 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="array name inside an .npz activations file")
     p.add_argument("--key-concepts", default=None, metavar="K",
                    help="array name inside an .npz concepts file")
+    p.add_argument("--backend", choices=("memory", "blocks", "dask"), default="memory",
+                   help="memory (default); blocks: stream neuron blocks out of core (a Zarr "
+                        "directory or .npy activations are read a block at a time); dask: run "
+                        "the blocks on a Dask cluster (identical results; docs/distributed.md)")
+    p.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="with --backend dask: scheduler address, e.g. tcp://10.0.0.1:8786 "
+                        "(default: a local cluster of this machine)")
 
 
 def _load_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    from .storage import is_zarr_path
+
+    backend = getattr(args, "backend", "memory")
+    if args.scheduler is not None and backend != "dask":
+        raise ValidationError("--scheduler needs --backend dask")
+    if is_zarr_path(args.activations) or (backend != "memory"
+                                           and args.activations.suffix == ".npy"):
+        if backend == "memory":
+            raise ValidationError(f"{args.activations} is a Zarr store: pass --backend blocks "
+                                  "(out of core) or --backend dask")
+        activations: Any = str(args.activations)  # read one neuron block at a time
+    else:
+        activations = _read_array(args.activations, args.key_activations)
     return {
-        "activations": _read_array(args.activations, args.key_activations),
+        "activations": activations,
         "concepts": _read_array(args.concepts, args.key_concepts),
         "sample_weight": _read_vector(args.sample_weight, "--sample-weight"),
         "groups": _read_vector(args.groups, "--groups"),
     }
 
 
+def _input_hashes(inputs: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of in-memory inputs; a store read by blocks is recorded by its path."""
+    from .results import array_sha256
+
+    return {k: (f"path:{v}" if isinstance(v, str) else array_sha256(v))
+            for k, v in inputs.items() if v is not None}
+
+
 def _binarization(args: argparse.Namespace) -> dict[str, Any]:
     return {"threshold": args.threshold, "top_frac": args.top_frac, "truth": args.truth,
-            "wpmi_lambda": args.wpmi_lambda}
+            "wpmi_lambda": args.wpmi_lambda, "backend": args.backend, "client": args.scheduler}
 
 
 # --------------------------------------------------------------------------- #
@@ -545,7 +573,6 @@ def _identify_arguments(p: argparse.ArgumentParser) -> None:
 def _run_identify(args: argparse.Namespace) -> int:
     from .demo import default_level
     from .identify import identify
-    from .results import array_sha256
 
     inputs = _load_inputs(args)
     result = identify(inputs["activations"], inputs["concepts"], metric=args.metric,
@@ -553,8 +580,7 @@ def _run_identify(args: argparse.Namespace) -> int:
                       neuron_names=_read_names(args.neuron_names), top_k=args.top_k,
                       sample_weight=inputs["sample_weight"], groups=inputs["groups"],
                       **_binarization(args))
-    result.parameters["input_hashes"] = {k: array_sha256(v) for k, v in inputs.items()
-                                         if v is not None}
+    result.parameters["input_hashes"] = _input_hashes(inputs)
     result.parameters["inputs"] = {k: str(getattr(args, k)) for k in inputs
                                    if getattr(args, k) is not None}
     if args.seed is not None:
@@ -640,7 +666,6 @@ def explanation_table(result, rows: int) -> str:
           add_arguments=_explain_arguments)
 def _run_explain(args: argparse.Namespace) -> int:
     from .bootstrap import bootstrap_explain
-    from .results import array_sha256
 
     inputs = _load_inputs(args)
     checkpoint = args.out.parent / f".{args.out.name}.checkpoint.npz"
@@ -652,10 +677,10 @@ def _run_explain(args: argparse.Namespace) -> int:
         prune_epsilon=args.prune_epsilon, adaptive=args.adaptive, top_k=args.top_k,
         concept_names=_read_names(args.concept_names),
         neuron_names=_read_names(args.neuron_names), sample_weight=inputs["sample_weight"],
-        groups=inputs["groups"], checkpoint=checkpoint if args.seed is not None else None,
+        groups=inputs["groups"],
+        checkpoint=checkpoint if args.seed is not None and args.backend == "memory" else None,
         progress_bar=not args.no_progress, **_binarization(args))
-    result.parameters["input_hashes"] = {k: array_sha256(v) for k, v in inputs.items()
-                                         if v is not None}
+    result.parameters["input_hashes"] = _input_hashes(inputs)
     path = result.save(args.out, csv=args.csv)
     if checkpoint.exists():
         checkpoint.unlink()

@@ -8,12 +8,17 @@ Every warning subclasses :class:`NeurocertWarning`.
 from __future__ import annotations
 
 __all__ = [
+    "AssetError",
+    "EmptyCategoryWarning",
+    "Float16OverflowWarning",
     "LowFrequencyAccuracyWarning",
     "NeurocertError",
     "NeurocertWarning",
     "NoBoundWarning",
     "OptionalDependencyError",
+    "OutOfGridWarning",
     "SchemaError",
+    "SkippedImageWarning",
     "UndefinedSimilarityWarning",
     "ValidationError",
 ]
@@ -52,3 +57,23 @@ class NoBoundWarning(NeurocertWarning):
 
 class LowFrequencyAccuracyWarning(NeurocertWarning):
     """Accuracy is used with a rare concept; a neuron that never fires scores ``1 - p_c``."""
+
+
+class Float16OverflowWarning(NeurocertWarning):
+    """Finite activations exceeded the float16 range (±65504) and were stored as ±inf."""
+
+
+class AssetError(NeurocertError, RuntimeError):
+    """A pretrained model's files are missing, altered, or from an unexpected package version."""
+
+
+class EmptyCategoryWarning(NeurocertWarning):
+    """A Broden category has no label whose primary category it is."""
+
+
+class SkippedImageWarning(NeurocertWarning):
+    """Some images could not be read and were left out (see ``ProbingSet.skipped``)."""
+
+
+class OutOfGridWarning(NeurocertWarning):
+    """Some replicate thresholds fell outside the candidate grid (clamped to its edge)."""

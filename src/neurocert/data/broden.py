@@ -32,17 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exceptions import NeurocertWarning, ValidationError
+from ..exceptions import EmptyCategoryWarning, ValidationError
 from ._imageio import read_label_png, read_rgb, write_label_png, write_rgb
 
 __all__ = ["BrodenDataset", "BrodenWriter", "EmptyCategoryWarning", "load_broden"]
 
 _FIXED = ("image", "split", "ih", "iw", "sh", "sw")
 _CAT_FIELD = re.compile(r"^\s*([^()]+?)\s*(?:\((\d+)\))?\s*$")
-
-
-class EmptyCategoryWarning(NeurocertWarning):
-    """A Broden category has no label whose primary category it is."""
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import progress as _progress
-from ..exceptions import NeurocertWarning, ValidationError
+from ..exceptions import SkippedImageWarning, ValidationError
 from ._imageio import pil_image
 from .probing import ProbingSet, multi_hot
 
@@ -27,10 +27,6 @@ __all__ = ["IMAGE_EXTENSIONS", "SkippedImageWarning", "load_image_folder"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _FILE_COLS = ("image", "file", "filename", "path")
 _LABEL_COLS = ("label", "labels", "concepts")
-
-
-class SkippedImageWarning(NeurocertWarning):
-    """Some images could not be read and were left out (see ``ProbingSet.skipped``)."""
 
 
 def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:

@@ -2,7 +2,7 @@
 
 This is the interface between the readers and generators of probing data
 (:mod:`neurocert.data.broden`, :mod:`neurocert.data.broden_lite`) and the
-scorers that consume them (:mod:`neurocert.netdissect`). Everything a scorer
+scorers that consume them (:mod:`neurocert.dissect.netdissect`). Everything a scorer
 needs is reached through :class:`SegmentationSet`:
 
 * ``labels`` / ``categories``: concept names and category names; concept ``k``

@@ -56,7 +56,7 @@ from .._validation import check_names, check_probability
 from ..bootstrap import SPLIT_KEY
 from ..bounds import _corner_limits
 from ..engine import _add_counts, argmax_votes, total_votes
-from ..exceptions import NeurocertWarning, ValidationError
+from ..exceptions import OutOfGridWarning, ValidationError
 from ..explanation import ExplanationResult, split_conformal_sets
 from ..identify import IdentificationResult, _explanation, certified_sets, rank_concepts
 from ..metrics import MetricOptions, get_metric
@@ -89,10 +89,6 @@ THRESHOLDS = ("recomputed", "frozen")
 MODES = ("bootstrap", "split", "both")
 #: bytes of float64 working arrays per replicate chunk
 BATCH_BYTES = 128 * 2**20
-
-
-class OutOfGridWarning(NeurocertWarning, UserWarning):
-    """Some replicate thresholds fell outside the candidate grid (clamped to its edge)."""
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 from .._optional import require
 from .._progress import progress
 from .._validation import to_numpy
-from ..exceptions import NeurocertWarning, ValidationError
+from ..exceptions import Float16OverflowWarning, ValidationError
 from ..results import array_sha256
 from ._fingerprint import inputs_sha256, json_sha256, state_dict_sha256
 from ._hooks import capture, first_tensor, normalize_path, resolve_modules
@@ -24,10 +24,6 @@ __all__ = ["Activations", "Float16OverflowWarning", "Projection", "extract_activ
 
 POOLINGS = ("mean", "max", "cls", "tokens", "spatial", "none")
 _DTYPES = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
-
-
-class Float16OverflowWarning(NeurocertWarning):
-    """Finite activations exceeded the float16 range (±65504) and were stored as ±inf."""
 
 
 # --------------------------------------------------------------------------- #

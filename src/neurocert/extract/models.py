@@ -29,7 +29,11 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..exceptions import NeurocertError, OptionalDependencyError, ValidationError
+from ..exceptions import (
+    AssetError,
+    OptionalDependencyError,
+    ValidationError,
+)
 from ..results import file_sha256
 
 __all__ = [
@@ -45,10 +49,6 @@ __all__ = [
     "minilm_available",
     "verify_files",
 ]
-
-
-class AssetError(NeurocertError, RuntimeError):
-    """A pretrained model's files are missing, altered, or from an unexpected package version."""
 
 
 #: SHA-256 of the files read by :func:`efficientnet_lite0`, relative to the package folder.
