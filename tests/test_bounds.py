@@ -362,3 +362,18 @@ def test_required_samples_errors():
         neurocert.required_samples("iou", -1, concept_freq=0.1, neuron_freq=0.1)
     with pytest.raises(neurocert.ValidationError, match="no planning-form bound"):
         neurocert.required_samples("correlation", 0.1, concept_freq=0.1)
+
+
+@pytest.mark.parametrize("metric", ["correlation", "cosine", "mad", "average_precision"])
+def test_summary_of_metrics_without_bound_certifies_nothing(metric):
+    """No bound: p-values are 1 with a NoBoundWarning, and fwer/fdr certify no neuron."""
+    rng = np.random.default_rng(0)
+    z = (rng.random((500, 3)) < 0.3).astype(float)
+    a = 3 * z + rng.normal(size=(500, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", neurocert.NoBoundWarning)
+        r = neurocert.identify(a, z, metric=metric)
+    for mult in ("fwer", "fdr"):
+        with pytest.warns(neurocert.NoBoundWarning):
+            s = r.summary(0.1, multiplicity=mult)
+        assert s.n_certified == 0 and np.all(s.p_values == 1)

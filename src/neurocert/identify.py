@@ -22,7 +22,7 @@ from ._compare import results_equal
 from ._optional import require
 from ._validation import check_names, check_probability
 from .bounds import confidence_limits
-from .exceptions import ValidationError
+from .exceptions import NoBoundWarning, ValidationError
 from .metrics import get_metric
 from .similarity import compute_stats, prepare, warn_low_frequency_accuracy, warn_undefined
 
@@ -352,6 +352,10 @@ def _p_values(stats, result: IdentificationResult, level: float, iterations: int
 
     options = MetricOptions(truth=result.parameters.get("truth", "concept"),
                             wpmi_lambda=result.parameters.get("wpmi_lambda", 1.0))
+    if not hasattr(stats, "diagonal"):  # no finite-sample bound: nothing is certified
+        warnings.warn(f"metric {metric.name!r} has no confidence bound; its p-values are 1 and "
+                      "no label is certified", NoBoundWarning, stacklevel=3)
+        return np.ones(result.n_neurons)
     best = np.maximum(result.best, 0)
     diag = stats.diagonal(best)
     est = metric.finalize(diag, options)
