@@ -8,6 +8,7 @@ skip locally when an asset is missing and are required in CI
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -267,6 +268,7 @@ def test_tiny_end_to_end_run(tmp_path, mini):
         assert (out / f).is_file(), f
     html = (out / "language_report_layer1.html").read_text()
     assert "POS:" in html and "noun.food" in html
+    assert re.search(r'"c":"[nv]\d{8} \((noun|verb)\.[a-z]+\): max ', html)  # exemplar captions
 
     # independent recomputation of the synset-level AUROC of every neuron's label
     manifest = json.loads((out / "language_manifest.json").read_text())

@@ -38,7 +38,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -283,11 +283,14 @@ class _TokenExemplars:
     token activation) are found here and only their column is handed over.
     """
 
-    def __init__(self, tokens: list[list[str]], values: np.ndarray, starts: np.ndarray, *, k: int):
+    def __init__(self, tokens: list[list[str]], values: np.ndarray, starts: np.ndarray, *, k: int,
+                 names: Sequence[str]):
         self.tokens = tokens
+        self.names = names
         self.values = values
         self.bounds = np.append(starts, values.shape[0])
         peak = np.maximum.reduceat(values, starts, axis=0)
+        self.peak = peak
         self.top = np.argsort(-peak, axis=0, kind="stable")[:k].T
 
     def __call__(self, neuron: int) -> list[Any]:
@@ -297,7 +300,9 @@ class _TokenExemplars:
         acts = [np.asarray(self.values[self.bounds[i]:self.bounds[i + 1], [neuron]], np.float64)
                 for i in idx]
         ex = TextExemplars([self.tokens[i] for i in idx], acts, k=len(idx))
-        return ex(0)
+        # TextExemplars numbers its own inputs; caption with the synset and its supersense instead
+        return [replace(e, caption=f"{self.names[i]}: max {self.peak[i, neuron]:.3g}")
+                for e, i in zip(ex(0), idx[ex.top[0]])]
 
 
 # --------------------------------------------------------------------------- #
@@ -544,7 +549,9 @@ def run(out_dir: str | os.PathLike[str], *, seed: int = 0, progress_bar: bool = 
         for s, t in zip(sentence_of_piece, pieces.tokens.tokens):
             tokens_text[s].append(t)
         tstarts = _text_starts(sentence_of_piece, len(tok_texts))
-        provider = _TokenExemplars(tokens_text, tok_x, tstarts, k=opts["exemplars"])
+        captions = [f"{corpus.unit_ids[u]} ({corpus.concept_names[corpus.unit_concept[u]]})"
+                    for u in corpus.unit[tok_texts]]
+        provider = _TokenExemplars(tokens_text, tok_x, tstarts, k=opts["exemplars"], names=captions)
         html = out / f"language_report_{name}.html"
         lr.write_html(html, exemplars=provider,
                       title=f"MiniLM {path}: WordNet supersenses (synset AUROC) and spaCy POS/NER "
