@@ -1,9 +1,10 @@
 """``neurocert dissect``: the real demonstrations (or a user's data) end to end.
 
 With no data arguments it runs the vision demo on its quick default
-(EfficientNet-Lite0 on 1,000 broden-lite images, one block, B = 200; a few
-minutes on 2 CPU cores from a cold start); ``--full`` runs the full
-demonstration (2,000 images, every unit of three blocks, B = 500). It prints a
+(EfficientNet-Lite0 on 1,000 broden-lite images, every unit of ``_blocks.5``,
+quantile 0.1, B = 200; a few minutes on 2 CPU cores from a cold start);
+``--full`` runs the full demonstration (2,000 images, every unit of three
+blocks, quantile 0.05, B = 500). It prints a
 summary table and writes the table, manifest, HTML report and figure into
 ``--out`` (default: the current directory). Caches (broden-lite and the
 activations) go to ``--cache-dir`` (default ``$XDG_CACHE_HOME/neurocert`` or
@@ -41,10 +42,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="broden-lite images (vision; default 1000, --full 2000)")
     p.add_argument("--layers", default=None, metavar="LIST",
                    help="comma-separated blocks, e.g. '_blocks.5,_blocks.10,_blocks.14' "
-                        "(vision; default _blocks.14, --full those three)")
+                        "(vision; default _blocks.5, --full those three); MiniLM layer "
+                        "numbers, e.g. '1,3,5', for --demo language")
     p.add_argument("--quantile", type=float, default=None, metavar="Q",
-                   help="NetDissect top quantile (default 0.05; NetDissect's own 0.005 is "
-                        "reported beside it)")
+                   help="NetDissect top quantile (default 0.1, --full 0.05; NetDissect's own "
+                        "0.005 is reported beside it)")
     p.add_argument("--n-boot", type=int, default=None, metavar="B",
                    help="bootstrap replicates (default 200, --full 500)")
     p.add_argument("--methods", default=None, metavar="LIST",
@@ -99,16 +101,23 @@ def _language(args: argparse.Namespace, cache: Path):
         raise ValidationError(
             "the language demo is not available in this version "
             "(neurocert.dissect.demos.language is missing); run --demo vision") from None
-    if args.broden is not None or args.images is not None:
-        raise ValidationError("--broden and --images apply to --demo vision")
-    options = {}
-    for key in ("n_boot", "methods", "layers"):
-        value = getattr(args, key)
-        if value is not None:
-            options[key] = value
+    vision_only = [f"--{k.replace('_', '-')}" for k in ("broden", "images", "labels_csv",
+                                                         "n_images", "quantile", "methods")
+                   if getattr(args, k) is not None]
+    if vision_only:
+        raise ValidationError(f"{', '.join(vision_only)} apply to --demo vision only")
+    options: dict = {"cache_dir": cache / "activations", "held_out": not args.no_heldout}
+    if args.n_boot is not None:
+        options["n_boot"] = args.n_boot
+    if args.layers is not None:
+        try:
+            options["layers"] = tuple(int(x) for x in str(args.layers).split(",") if x.strip())
+        except ValueError:
+            raise ValidationError(
+                f"--layers for --demo language are MiniLM layer numbers, e.g. '1,3,5'; "
+                f"got {args.layers!r}") from None
     if args.full:
         options["full"] = True
-    options["cache_dir"] = cache
     return mod.run(args.out, seed=0 if args.seed is None else args.seed,
                    progress_bar=not args.no_progress, **options)
 
@@ -133,9 +142,9 @@ def _run_dissect(args: argparse.Namespace) -> int:
         res = _language(args, cache)
         rows = list(res.summary_rows)
         if rows and args.rows:
-            cols = [c for c in ("layer", "unit", "neuron", "label", "similarity", "bounds",
-                                "be_set", "certified_set") if c in rows[0]]
-            print(format_table(rows[:args.rows * max(1, len(res.layers))], cols))
+            cols = [c for c in ("layer", "method", "unit", "label", "similarity", "lower",
+                                "upper", "be_set", "certified_set") if c in rows[0]]
+            print(format_table(rows, cols))
         _print_outputs(args.out, res)
         return 0
     if args.labels_csv is not None and args.images is None:
@@ -179,11 +188,16 @@ def _print_vision(res, *, rows: int) -> None:
                                "singleton BE", "mean split set", "distinct labels")))
     for layer, ref in res.statistics.get("reference", {}).items():
         proj = ref.get("projection", {})
-        need = proj.get("images")
+        lo_n, hi_n = proj.get("images_no_band"), proj.get("images")
+        need = ""
+        if lo_n:
+            need = (f"; its best unit would need about {lo_n:,} images "
+                    + (f"(up to {hi_n:,} with the threshold's uncertainty)" if hi_n else
+                       "or more (the threshold's uncertainty alone keeps it uncertified far "
+                       "beyond that)"))
         print(f"NetDissect's quantile {ref['quantile']:g} on {layer}: {ref['certified']} of "
               f"{ref['units']} certified ({ref['detectors']} with IoU >= 0.04, max lower limit "
-              f"{ref['max_lower']:.3f})" + (f"; about {need} images would certify its best unit"
-                                           if need else ""))
+              f"{ref['max_lower']:.3f}){need}")
     held = res.statistics.get("heldout", {})
     for layer, h in held.items():
         for m in ("netdissect", "soft_wpmi_gt"):
@@ -204,7 +218,11 @@ def _print_vision(res, *, rows: int) -> None:
               f"{nd['distinct_labels']} vs {gt['distinct_labels']}: the paper's observation is "
               f"{f5['verdict']} here (no CLIP weights: not a test of CLIP-Dissect)")
     t = res.timings
-    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
+    print("wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()
+                                    if not k.startswith("cpu_")))
+    cpu = {k[4:]: v for k, v in t.items() if k.startswith("cpu_")}
+    if cpu:
+        print("CPU time (all threads): " + ", ".join(f"{k} {v:.0f}s" for k, v in cpu.items()))
 
 
 def _print_outputs(out: Path, res) -> None:
