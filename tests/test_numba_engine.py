@@ -58,9 +58,19 @@ def _weights(kind, b, n, seed=4):
     raise AssertionError(kind)
 
 
+@pytest.fixture(params=["blocked", "wide"])
+def rank_kernel(request, monkeypatch):
+    """Run the AUROC engine with its blocked kernel (lane chunks, rank blocks) or with its
+    wide kernel (every lane at once, for neurons with few columns)."""
+    from neurocert import _numba_kernels as nk
+
+    monkeypatch.setattr(nk, "WIDE_BYTES", 0 if request.param == "blocked" else 1 << 40)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["multinomial", "poisson", "folds", "large"])
-@pytest.mark.parametrize("b", [1, 5, 16, 37])
-def test_rank_kernel_identical_to_numpy_engine(kind, b):
+@pytest.mark.parametrize("b", [1, 5, 16, 37, 70])
+def test_rank_kernel_identical_to_numpy_engine(kind, b, rank_kernel):
     a, z = _data()
     p = prepare(a, z, metric="auroc")
     w = _weights(kind, b, p.n_samples)
@@ -75,7 +85,7 @@ def test_rank_kernel_identical_to_numpy_engine(kind, b):
         assert _votes_equal(ref, got)
 
 
-def test_rank_kernel_matches_library_similarity_per_replicate():
+def test_rank_kernel_matches_library_similarity_per_replicate(rank_kernel):
     """Independent reference: neurocert.similarity with the replicate as sample weights."""
     a, z = _data(seed=3, n=400)
     p = prepare(a, z, metric="auroc")
@@ -156,3 +166,105 @@ def test_engine_option_validated(monkeypatch):
         neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, engine="numba")
     res = neurocert.bootstrap_explain(a, z, metric="auroc", n_boot=5, rng=1, engine="auto")
     assert res.timings["engine_numba"] == 0.0
+
+
+# --------------------------------------------------------------------------- #
+# count metrics (fixed threshold, top_frac recomputed per replicate)
+# --------------------------------------------------------------------------- #
+
+_COUNT_CASES = [
+    ("iou", {"top_frac": 0.05}),
+    ("iou", {"threshold": 0.4}),
+    ("iou", {"top_frac": 0.002}),
+    ("precision", {"top_frac": 0.1}),
+    ("precision", {"top_frac": 0.1, "truth": "neuron"}),
+    ("recall", {"threshold": 0.3}),
+    ("recall", {"top_frac": 0.2, "truth": "neuron"}),
+    ("f1", {"top_frac": 0.02}),
+    ("accuracy", {"top_frac": 0.3}),
+    ("balanced_accuracy", {"top_frac": 0.1}),  # no kernel formula: the numpy engine runs
+]
+
+
+@pytest.mark.parametrize("metric,kw", _COUNT_CASES,
+                         ids=[f"{m}-{'-'.join(f'{k}={v}' for k, v in kw.items())}"
+                              for m, kw in _COUNT_CASES])
+@pytest.mark.parametrize("kind", ["multinomial", "folds", "large"])
+def test_count_kernel_identical_to_numpy_engine(metric, kw, kind):
+    a, z = _data(seed=2)
+    p = prepare(a, z, metric=metric, **kw)
+    sim = neurocert.similarity(a, z, metric=metric, **kw)
+    tracked = np.argsort(-np.nan_to_num(sim, nan=-1), axis=1, kind="stable")[:, :3]
+    full = [np.arange(p.n_concepts)] * p.n_neurons
+    for b in (1, 5, 64, 70):
+        w = _weights(kind, b, p.n_samples)
+        for pruned in (False, True):
+            run_np, sup_np = _engine_for(p, "numpy")
+            run_nb, sup_nb = _engine_for(p, "numba")
+            assert run_nb is _engine.count_engine_numba
+            cand = prune_candidates(p, sim, 0.01, sup_np)[0] if pruned else full
+            ref = run_np(p, w, cand, tracked, sup_np)
+            got = run_nb(p, w, cand, tracked, sup_nb)
+            assert _votes_equal(ref, got)
+
+
+def test_count_kernel_extends_a_short_support():
+    """Supports far shorter than the replicate cut-offs are extended, exactly."""
+    a, z = _data(seed=4)
+    p = prepare(a, z, metric="iou", top_frac=0.1)
+    w = _weights("multinomial", 40, p.n_samples)
+    sim = neurocert.similarity(a, z, metric="iou", top_frac=0.1)
+    tracked = np.argsort(-np.nan_to_num(sim, nan=-1), axis=1, kind="stable")[:, :2]
+    cand = [np.arange(p.n_concepts)] * p.n_neurons
+    ref = _engine.count_engine(p, w, cand, tracked,
+                               [_engine.CountSupport(p, j) for j in range(p.n_neurons)])
+    short = _engine.CountSupports(_engine.CountSupport(p, j, margin=-10.0)
+                                  for j in range(p.n_neurons))
+    before = [s.index.size for s in short]
+    got = _engine.count_engine_numba(p, w, cand, tracked, short)
+    assert any(s.index.size > n0 for s, n0 in zip(short, before))
+    assert _votes_equal(ref, got)
+
+
+def test_count_kernel_matches_library_similarity_per_replicate():
+    """Independent reference: neurocert.similarity with the replicate as sample weights."""
+    a, z = _data(seed=6, n=500)
+    kw = {"top_frac": 0.05}
+    p = prepare(a, z, metric="iou", **kw)
+    w = _weights("multinomial", 7, p.n_samples)
+    _, supports = _engine_for(p, "numba")
+    tracked = np.tile(np.arange(p.n_concepts), (p.n_neurons, 1))
+    v = _engine.count_engine_numba(p, w, [np.arange(p.n_concepts)] * p.n_neurons, tracked,
+                                   supports)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in range(w.shape[0]):
+            ref = neurocert.similarity(a, z, metric="iou", sample_weight=w[b].astype(float), **kw)
+            np.testing.assert_array_equal(v.tracked[b], ref)
+            filled = np.where(np.isnan(ref), -np.inf, ref)
+            best = filled.max(axis=1)
+            n_best = (filled == best[:, None]).sum(axis=1)
+            expect = np.where(best > 0, np.argmax(filled, axis=1), -1)
+            assert np.array_equal(v.winner[b], expect)
+            assert np.array_equal(v.n_tied[b], np.where(best > 0, n_best, 0))
+
+
+@pytest.mark.parametrize("kw", [{"top_frac": 0.05}, {"threshold": 0.5, "prune": False},
+                                {"top_frac": 0.1, "mode": "both", "alpha": 0.2}])
+def test_bootstrap_explain_count_identical_across_engines_batches_threads(kw):
+    a, z = _data(seed=7, n=500)
+    args = dict(metric="iou", n_boot=40, rng=11, **kw)
+    ref = neurocert.bootstrap_explain(a, z, engine="numpy", batch_size=4096, **args)
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for bs in (1, 7, 4096):
+                got = neurocert.bootstrap_explain(a, z, engine="numba", batch_size=bs, **args)
+                assert got.timings["engine_numba"] == 1.0
+                assert results_equal(ref, got)
+                assert np.array_equal(ref.winners, got.winners)
+                assert np.array_equal(ref.ties, got.ties)
+                assert np.array_equal(ref.intervals, got.intervals, equal_nan=True)
+    finally:
+        numba.set_num_threads(previous)

@@ -217,7 +217,8 @@ def _engine_for(p: Prepared, engine: str = "numpy"):
     """Replicate engine and its per-neuron supports; ``engine`` "numpy" or "numba"."""
     m = p.metric
     if m.builtin and m.statistics == "count":
-        return _engine.count_engine, [_engine.CountSupport(p, j) for j in range(p.n_neurons)]
+        run = _engine.count_engine_numba if engine == "numba" else _engine.count_engine
+        return run, _engine.CountSupports(_engine.CountSupport(p, j) for j in range(p.n_neurons))
     if m.builtin and m.name == "auroc":
         run = _engine.rank_engine_numba if engine == "numba" else _engine.rank_engine
         return run, _engine.RankSupports(_engine.RankSupport(p, j) for j in range(p.n_neurons))
@@ -461,9 +462,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     seed = as_seed_sequence(rng)
     if batch_size is None:
         # bytes per (replicate, sample) at peak: float32 weights plus compact integer
-        # copies (the AUROC engines work on fixed replicate chunks per neuron); the numba
-        # AUROC kernel runs B = 1000 at n = 50,000 in one batch (set-up paid once)
-        per = 8 if p.metric.statistics != "rank" or engine == "numpy" else 4
+        # copies (the numpy AUROC engine works on fixed replicate chunks per neuron); the numba
+        # kernels run B = 1000 at n = 50,000 in one batch (set-up paid once)
+        per = 8 if engine == "numpy" or p.metric.statistics not in ("rank", "count") else 4
         batch_size = int(max(1, min(n_boot, BATCH_BYTES // (per * p.n_samples))))
         if adaptive:
             batch_size = min(batch_size, ADAPTIVE_ROUND)

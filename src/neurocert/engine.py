@@ -24,6 +24,7 @@ neurons.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,12 @@ from .metrics import Metric
 from .similarity import Prepared, compute_stats
 
 __all__ = [
+    "CountSupports",
     "RankSupports",
     "Votes",
     "argmax_votes",
     "count_engine",
+    "count_engine_numba",
     "generic_engine",
     "numba_available",
     "rank_engine",
@@ -193,7 +196,7 @@ class CountSupport:
         self._a = a
         k = p.top_frac * self.n
         self._sorted_upto = 0
-        self._set_length(int(min(self.n, np.ceil(k + margin * np.sqrt(k + 1) + 32))))
+        self._set_length(int(min(self.n, max(1.0, np.ceil(k + margin * np.sqrt(k + 1) + 32)))))
 
     def _sort_top(self, length: int) -> None:
         """Sort (descending, stable) at least the top ``length`` activations (plus one)."""
@@ -459,18 +462,75 @@ def _concept_structure(p: Prepared, cache: dict[str, Any] | None):
     return tuple(out)
 
 
+def _packed_weights(nk, w: np.ndarray) -> np.ndarray:
+    """Weights ``(B, n)`` packed as ``(n, B_pad)`` small unsigned integers (``B_pad``: a
+    multiple of the kernels' lane chunk ``RB``, padding lanes 0)."""
+    b = w.shape[0]
+    b_pad = -(-b // nk.RB) * nk.RB
+    wt = np.zeros((w.shape[1], b_pad), _weight_dtype(float(w.max()) if w.size else 0.0))
+    wt[:, :b] = w.T  # exact: non-negative integers that fit the type
+    return wt
+
+
+def _run_neurons(fn, order) -> list:
+    """``[fn(j) for j in order]``, on as many Python threads as numba uses (the kernels
+    release the GIL); each neuron's work is independent, so results do not depend on
+    the thread count. ``order``: most expensive first, for balance."""
+    import numba
+
+    threads = max(1, min(int(numba.get_num_threads()), len(order)))
+    if threads == 1:
+        return [fn(j) for j in order]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, order))
+
+
+def _tie_counts(winner_j: np.ndarray, n_tied_j: np.ndarray, ev_t: np.ndarray, ev_c: np.ndarray,
+                ev_n: np.ndarray, n_concepts: int) -> dict:
+    """Vote counts of one neuron from a kernel's winners and tie events (as ``argmax_votes``)."""
+    first = np.bincount(winner_j[n_tied_j == 1], minlength=n_concepts + 1).astype(np.int64)
+    first[-1] = int(np.count_nonzero(winner_j < 0))
+    counts = {1: first}
+    if ev_n.any():
+        t_all = np.concatenate([ev_t[ch, :k] for ch, k in enumerate(ev_n)])
+        c_all = np.concatenate([ev_c[ch, :k] for ch, k in enumerate(ev_n)])
+        for t in np.unique(t_all):
+            counts[int(t)] = np.bincount(c_all[t_all == t], minlength=n_concepts + 1).astype(
+                np.int64)
+    return counts
+
+
+def _kernel_columns(cand: np.ndarray, tracked_j: np.ndarray):
+    """Sorted columns (candidates and tracked), the candidate flags, the tracked positions."""
+    cols = np.union1d(cand, tracked_j).astype(np.int64)
+    is_cand = np.zeros(cols.size, np.bool_)
+    is_cand[np.searchsorted(cols, cand)] = True
+    return cols, is_cand, np.searchsorted(cols, tracked_j).astype(np.int64)
+
+
+def _event_buffers(nk, b: int, n_cand: int):
+    """Per-chunk tie-event buffers large enough for every candidate of every lane."""
+    n_chunks = -(-b // nk.RB)
+    cap = nk.RB * max(1, n_cand)
+    return (np.empty((n_chunks, cap), np.int32), np.empty((n_chunks, cap), np.int32),
+            np.zeros(n_chunks, np.int64))
+
+
 def rank_engine_numba(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
                       tracked: np.ndarray, supports: list[RankSupport]) -> Votes:
-    """:func:`rank_engine` with rank sums and concept weights from numba kernels.
+    """:func:`rank_engine` with rank sums, AUROC and argmax in numba kernels.
 
     Identical results: with integer weights every sum is an integer below ``2**53``
     (checked: ``2 W**2 < 2**53``), so its value does not depend on the order of
-    additions. Otherwise (real or base sample weights) it runs :func:`rank_engine`.
+    additions, and the AUROC ratio is the same float64 operations. Otherwise (real or
+    base sample weights) it runs :func:`rank_engine`.
     """
     b = w.shape[0]
     totals = w.sum(axis=1, dtype=np.float64)
-    if (p.sample_weight is not None or not _integer_weights(w)
-            or (b and 2.0 * float(totals.max()) ** 2 >= _F64_EXACT)):
+    if (p.sample_weight is not None or b == 0 or not _integer_weights(w)
+            or 2.0 * float(totals.max()) ** 2 >= _F64_EXACT or float(w.max()) >= 2**32):
         return rank_engine(p, w, candidates, tracked, supports)
     from . import _numba_kernels as nk
 
@@ -480,28 +540,123 @@ def rank_engine_numba(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     n, n_neurons = p.n_samples, p.n_neurons
     winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
-    b_pad = -(-b // nk.RB) * nk.RB
-    wt = np.zeros((n, b_pad), _weight_dtype(float(w.max()) if w.size else 0.0))
-    wt[:, :b] = w.T
-    pw_pad = np.empty((b_pad, p.n_concepts))
-    nk.concept_sums(wt, rowptr, concept_of, p.n_concepts, pw_pad)
-    pw = pw_pad[:b]
-    rank = np.empty(n, np.int32 if n < 2**31 else np.int64)
-    positions = np.arange(n, dtype=rank.dtype)
-    for j in range(n_neurons):
+    wt = _packed_weights(nk, w)
+    pw = np.empty((wt.shape[1], p.n_concepts))
+    nk.concept_sums(wt, rowptr, concept_of, p.n_concepts, pw)
+    # Q_i = w_i (2 R_i) <= max(w) * 2 W: int32 lanes when that fits
+    qmax = 2.0 * float(w.max()) * float(totals.max())
+    qproto = np.empty(0, np.int32 if qmax < 2**31 else np.int64)
+    lower = float(metric.lower)
+    cols_of = [_kernel_columns(candidates[j], tracked[j]) for j in range(n_neurons)]
+    nnz = np.diff(indptr)
+    local = threading.local()  # one (n, B_pad) buffer of sorted weights per thread
+
+    def one(j: int) -> dict:
         sup = supports[j]
-        cand = candidates[j]
-        cols = np.union1d(cand, tracked[j]).astype(np.int64)
-        rank[sup.order] = positions
+        cols, is_cand, trk = cols_of[j]
+        ev_t, ev_c, ev_n = _event_buffers(nk, b, candidates[j].size)
+        if cols.size * wt.shape[1] * 8 <= nk.WIDE_BYTES:  # few columns: all lanes at once
+            lookup = np.full(p.n_concepts, -1, np.int32)
+            lookup[cols] = np.arange(cols.size, dtype=np.int32)
+            nk.rank_votes_wide(wt, b, sup.order, sup.end, rowptr, concept_of, lookup, pw,
+                               totals, cols, is_cand, trk, lower, j, winner, n_tied, track,
+                               ev_t, ev_c, ev_n)
+            return _tie_counts(winner[:, j], n_tied[:, j], ev_t, ev_c, ev_n, p.n_concepts)
+        rank = np.empty(n, sup.order.dtype)
+        rank[sup.order] = np.arange(n, dtype=rank.dtype)
         bptr, ranks = nk.bucket_positives(indptr, indices, cols, rank, n, nk.BLOCK)
-        ws = np.take(wt, sup.order, axis=0)
         need = np.zeros(n, np.bool_)
         need[ranks] = True
-        out = np.empty((b_pad, cols.size))
-        nk.rank_sums(ws, sup.end, need, bptr, ranks, cols.size, nk.BLOCK, out)
-        num = out[:b] * 0.5  # exact: twice the rank sums are integers below 2**53
-        winner[:, j], n_tied[:, j], part, track[:, j] = _auroc_votes(
-            num, pw, totals, cols, cand, tracked[j], metric, p.n_concepts)
+        ws = getattr(local, "ws", None)
+        if ws is None:
+            ws = local.ws = np.empty_like(wt)
+        nk.gather_rows(wt, sup.order, ws)
+        nk.rank_votes(ws, b, sup.end, need, bptr, ranks, nk.BLOCK, qproto, pw, totals, cols,
+                      is_cand, trk, lower, j, winner, n_tied, track, ev_t, ev_c, ev_n)
+        return _tie_counts(winner[:, j], n_tied[:, j], ev_t, ev_c, ev_n, p.n_concepts)
+
+    cost = [int(nnz[c].sum()) + n // 4 for c, _, _ in cols_of]
+    order = sorted(range(n_neurons), key=lambda j: -cost[j])
+    for j, part in zip(order, _run_neurons(one, order)):
+        _add_counts(counts, j, part, shape)
+    return Votes(winner, n_tied, counts, track)
+
+
+def _count_code(p: Prepared) -> int | None:
+    """Formula code of the numba count kernel, or None when it has no such formula."""
+    m = p.metric
+    if not m.builtin or m.statistics != "count":
+        return None
+    if m.name in ("iou", "f1", "accuracy"):
+        return {"iou": 0, "f1": 3, "accuracy": 4}[m.name]
+    if m.name in ("precision", "recall"):
+        # precision = fc / f, recall = fc / c with the concept as truth; swapped otherwise
+        by_f = (m.name == "precision") == (p.options.truth == "concept")
+        return 1 if by_f else 2
+    return None
+
+
+class CountSupports(list):
+    """The per-neuron :class:`CountSupport` list, with a cache shared by its batches."""
+
+    def __init__(self, items) -> None:
+        super().__init__(items)
+        self.cache: dict[str, Any] = {}
+
+
+def count_engine_numba(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
+                       tracked: np.ndarray, supports: list[CountSupport]) -> Votes:
+    """:func:`count_engine` with the cut-offs, counts, formula and argmax in a numba kernel.
+
+    Identical results: with integer weights whose replicate totals are below ``2**24``
+    the numpy engine's float32 products and cumulative sums are exact integers, and
+    the kernel forms the same integers and the same float64 formula. Other metrics
+    (balanced accuracy, WPMI, user metrics), real or base sample weights and larger
+    totals run :func:`count_engine`.
+    """
+    b = w.shape[0]
+    code = _count_code(p)
+    totals = w.sum(axis=1, dtype=np.float64)
+    if (code is None or p.sample_weight is not None or b == 0 or not _integer_weights(w)
+            or float(totals.max()) >= _F32_EXACT):
+        return count_engine(p, w, candidates, tracked, supports)
+    from . import _numba_kernels as nk
+
+    _, (rowptr, concept_of) = _concept_structure(p, getattr(supports, "cache", None))
+    n_neurons = p.n_neurons
+    winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
+    shape = (n_neurons, p.n_concepts + 1)
+    wt = _packed_weights(nk, w)
+    cw = np.empty((wt.shape[1], p.n_concepts))
+    nk.concept_sums(wt, rowptr, concept_of, p.n_concepts, cw)
+    top = p.top_frac is not None
+    if top:  # the cut-off rule of CountSupport.mask
+        k = np.maximum(1.0, np.ceil(p.top_frac * totals - 1e-12 * np.maximum(1.0, totals)))
+        thr = k - 1e-9 * np.maximum(1.0, k)
+    else:
+        thr = np.zeros(b)
+    no_ties = np.zeros(0, np.int64)
+    lower = float(p.metric.lower)
+    cols_of = [_kernel_columns(candidates[j], tracked[j]) for j in range(n_neurons)]
+
+    def one(j: int) -> dict:
+        sup = supports[j]
+        cols, is_cand, trk = cols_of[j]
+        ev_t, ev_c, ev_n = _event_buffers(nk, b, candidates[j].size)
+        while True:
+            ev_n[:] = 0
+            index = sup.index.astype(np.int64, copy=False)
+            short = nk.count_votes(wt, b, index, sup.tie_end if top else no_ties,
+                                   index.size >= sup.n, top, thr, totals, cw, rowptr,
+                                   concept_of, cols, is_cand, trk, code, lower, j, winner,
+                                   n_tied, track, ev_t, ev_c, ev_n)
+            if not short or not sup.extend():
+                break
+        return _tie_counts(winner[:, j], n_tied[:, j], ev_t, ev_c, ev_n, p.n_concepts)
+
+    cost = [(cols_of[j][0].size + 16) * len(supports[j].index) for j in range(n_neurons)]
+    order = sorted(range(n_neurons), key=lambda j: -cost[j])
+    for j, part in zip(order, _run_neurons(one, order)):
         _add_counts(counts, j, part, shape)
     return Votes(winner, n_tied, counts, track)
 
