@@ -264,14 +264,14 @@ def test_real_assets_dissect_matches_independent_recomputation(tiny):
 def test_real_assets_rerun_reuses_caches(tiny, capsys):
     code = main(["--seed", "3", "dissect", "--n-images", "60", "--layers", LAYER,
                  "--n-boot", "20", "--out", str(tiny.out / "again"), "--cache-dir",
-                 str(tiny.cache), "--no-progress", "--methods", "netdissect", "--no-heldout",
+                 str(tiny.cache), "--no-progress", "--methods", "soft_wpmi_gt", "--no-heldout",
                  "--rows", "3"])
     text = capsys.readouterr().out
     assert code == 0
     man = json.loads((tiny.out / "again" / "manifest.json").read_text())
     assert man["timings"]["generation"] < 5 and man["timings"]["extraction"] < 20
-    assert "soft_wpmi" not in "".join(pd_methods(tiny.out / "again"))
-    assert "netdissect" in text
+    assert pd_methods(tiny.out / "again") == ["soft_wpmi_gt"]
+    assert "soft-WPMI on ground-truth P" in text and "held-out" not in text
 
 
 def pd_methods(path):

@@ -666,7 +666,8 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
         c: np.array([r[c] for r in rows], dtype=object if isinstance(rows[0][c], str) else None)
         for c in unit_cols})
     for layer in layers:
-        files[f"report:{layer}"] = out / f"report-{layer}.html"
+        if (out / f"report-{layer}.html").is_file():
+            files[f"report:{layer}"] = out / f"report-{layer}.html"
     t_out += time.perf_counter() - t0
     spent("outputs", c0)
     timings.update({"identification": t_ident, "be": t_be, "netdissect_reference": t_ref,
@@ -720,8 +721,11 @@ def _write_report(lr: Any, results: dict[str, Any], path: Path, **kwargs: Any) -
         lr.write_html(path, **kwargs)
         return None
     except ValueError as exc:
-        if "JSON" not in str(exc) or "netdissect" not in results:
+        if "JSON" not in str(exc):
             raise
+    if "netdissect" not in results:
+        return (f"no HTML report: {list(results)} have no bound (delta NaN), which the report "
+                "module cannot render yet; they are in the tables")
     LayerResults.from_results({"netdissect": results["netdissect"]}, level=LEVEL,
                               multiplicity="none").write_html(path, **kwargs)
     left = [m for m in results if m != "netdissect"]
