@@ -268,3 +268,15 @@ def test_bootstrap_explain_count_identical_across_engines_batches_threads(kw):
                 assert np.array_equal(ref.intervals, got.intervals, equal_nan=True)
     finally:
         numba.set_num_threads(previous)
+
+
+def test_radix_argsort_is_numpy_stable_argsort():
+    from neurocert import _numba_kernels as nk
+
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=3000), rng.normal(size=3000).astype(np.float32).astype(float),
+             np.round(rng.normal(size=2000), 1), np.maximum(rng.normal(size=500), 0.0),
+             np.array([0.0, -0.0, 1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324]),
+             np.zeros(7), np.array([3.0]), np.array([2.0, 1.0])]
+    for x in cases:
+        assert np.array_equal(nk.argsort_stable(x), np.argsort(x, kind="stable"))

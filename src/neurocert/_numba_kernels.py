@@ -38,8 +38,8 @@ from ._optional import require
 numba = require("numba", "engine='numba'")
 njit, prange = numba.njit, numba.prange
 
-__all__ = ["BLOCK", "RB", "WIDE_BYTES", "bucket_positives", "concept_sums", "count_votes",
-           "gather_rows", "rank_votes", "rank_votes_wide"]
+__all__ = ["BLOCK", "RB", "WIDE_BYTES", "argsort_stable", "bucket_positives", "concept_sums",
+           "count_votes", "gather_rows", "rank_votes", "rank_votes_wide"]
 
 #: replicates per lane chunk (one thread per chunk; the lane loops are vectorized)
 RB = 64
@@ -448,3 +448,53 @@ def rank_votes_wide(wt, n_rep, order, gend, rowptr, concept_of, lookup, pw, tota
         for t in range(trk.size):
             track[b, j, t] = simv[trk[t]]
         _vote(simv, cols, is_cand, lower, b, j, winner, n_tied, ev_t, ev_c, ev_n, b // RB)
+
+
+@njit(cache=True, nogil=True)
+def argsort_stable(a):  # pragma: no cover - compiled
+    """``np.argsort(a, kind="stable")`` of finite float64 values (LSD radix sort, exact).
+
+    Keys are the IEEE-754 bits mapped to unsigned order (``-0.0`` counted as ``+0.0``, so
+    they tie as they compare); 11-bit digits, a pass is skipped when every key shares its
+    digit (the low mantissa bits of float32 data). Returns int64 indices.
+    """
+    n = a.size
+    keys = np.empty(n, np.uint64)
+    bits = (a + 0.0).view(np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
+    for i in range(n):
+        k = bits[i]
+        keys[i] = ~k if k & sign else k | sign
+    n_pass = 6
+    radix = 2048
+    hist = np.zeros((n_pass, radix), np.int64)
+    for i in range(n):
+        k = keys[i]
+        for d in range(n_pass):
+            hist[d, (k >> np.uint64(11 * d)) & np.uint64(radix - 1)] += 1
+    order = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    for d in range(n_pass):
+        h = hist[d]
+        trivial = False
+        for v in range(radix):
+            if h[v] == n:
+                trivial = True
+                break
+            if h[v] != 0:
+                break
+        if trivial:
+            continue
+        start = np.empty(radix, np.int64)
+        total = 0
+        for v in range(radix):
+            start[v] = total
+            total += h[v]
+        shift = np.uint64(11 * d)
+        for i in range(n):
+            idx = order[i]
+            v = (keys[idx] >> shift) & np.uint64(radix - 1)
+            tmp[start[v]] = idx
+            start[v] += 1
+        order, tmp = tmp, order
+    return order

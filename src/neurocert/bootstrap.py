@@ -221,7 +221,7 @@ def _engine_for(p: Prepared, engine: str = "numpy"):
         return run, _engine.CountSupports(_engine.CountSupport(p, j) for j in range(p.n_neurons))
     if m.builtin and m.name == "auroc":
         run = _engine.rank_engine_numba if engine == "numba" else _engine.rank_engine
-        return run, _engine.RankSupports(_engine.RankSupport(p, j) for j in range(p.n_neurons))
+        return run, _engine.RankSupports.build(p)
     return _engine.generic_engine, None
 
 

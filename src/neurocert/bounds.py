@@ -101,11 +101,47 @@ def count_metric_bound(formula: Callable[..., np.ndarray], conditional: Callable
                                 tp_lo, tp_hi, f_lo, f_hi)
         else:
             de = delta / (n_simultaneous * events)
-            lo = conditional(tp_lo, f_hi, c, d.total, de, options)[0]
-            hi = conditional(tp_hi, f_lo, c, d.total, de, options)[1]
+            lo = _distinct_call(conditional, tp_lo, f_hi, c, d.total, de, options)[0]
+            hi = _distinct_call(conditional, tp_hi, f_lo, c, d.total, de, options)[1]
         return np.where(vacuous, -np.inf, lo), np.where(vacuous, np.inf, hi)
 
     return bound
+
+
+#: below this many pairs the exact limits are computed directly
+_DISTINCT_MIN = 4096
+_KEY_BITS = 21
+
+
+def _distinct_call(conditional, tp, f, c, total, de, options) -> tuple[np.ndarray, np.ndarray]:
+    """``conditional(tp, f, c, total, de, options)`` evaluated once per distinct count triple.
+
+    The conditional limits are elementwise functions of ``(tp, f, c, de)``; integer
+    counts repeat a lot (512 neurons x 1,000 concepts hold ~20,000 distinct pairs), so
+    the inverse incomplete beta runs on the distinct ones and is scattered back: the
+    same values, computed ~25x faster. Non-integer or large counts and varying ``de``
+    are evaluated directly.
+    """
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (tp, f, c, de)))
+    if arrays[0].size < _DISTINCT_MIN:
+        return conditional(*arrays[:3], total, arrays[3], options)
+    shape = arrays[0].shape
+    flat = [x.ravel() for x in arrays]
+    if not (flat[3] == flat[3][0]).all():
+        return conditional(*arrays[:3], total, arrays[3], options)
+    limit = float(2**_KEY_BITS)
+    for x in flat[:3]:
+        if not ((x >= 0) & (x < limit) & (x == np.floor(x))).all():
+            return conditional(*arrays[:3], total, arrays[3], options)
+    key = flat[0].astype(np.int64)
+    for x in flat[1:3]:
+        key = (key << _KEY_BITS) | x.astype(np.int64)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if first.size > key.size // 2:
+        return conditional(*arrays[:3], total, arrays[3], options)
+    lo, hi = conditional(flat[0][first], flat[1][first], flat[2][first], total, flat[3][first],
+                         options)
+    return (np.asarray(lo)[inverse].reshape(shape), np.asarray(hi)[inverse].reshape(shape))
 
 
 def _box_bound(formula, stats: CountStats, delta, n_simultaneous: int, options,

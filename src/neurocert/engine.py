@@ -308,6 +308,15 @@ def count_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     return Votes(winner, n_tied, counts, track)
 
 
+def _stable_argsort(a: np.ndarray) -> np.ndarray:
+    """``np.argsort(a, kind="stable")``; with numba installed a radix sort (same order)."""
+    if numba_available() and a.size > 1 and not np.isnan(a).any():
+        from . import _numba_kernels as nk
+
+        return nk.argsort_stable(np.ascontiguousarray(a, dtype=np.float64))
+    return np.argsort(a, kind="stable")
+
+
 class RankSupport:
     """Per-neuron fixed sort order and tie structure for weighted midranks.
 
@@ -320,7 +329,7 @@ class RankSupport:
         a = np.asarray(p.activations[:, neuron], dtype=np.float64)
         n = a.size
         itype = np.int32 if n < 2**31 else np.int64
-        self.order = np.argsort(a, kind="stable").astype(itype)
+        self.order = _stable_argsort(a).astype(itype)
         s = a[self.order]
         new = np.ones(n, dtype=bool)
         new[1:] = s[1:] != s[:-1]
@@ -444,6 +453,13 @@ class RankSupports(list):
         super().__init__(items)
         self.cache: dict[str, Any] = {}
 
+    @classmethod
+    def build(cls, p: Prepared) -> RankSupports:
+        """Supports of every neuron; with numba, sorted on its threads (GIL released)."""
+        if not numba_available():
+            return cls(RankSupport(p, j) for j in range(p.n_neurons))
+        return cls(_run_neurons(lambda j: RankSupport(p, j), range(p.n_neurons)))
+
 
 def _concept_structure(p: Prepared, cache: dict[str, Any] | None):
     """Binarized concepts as CSC and CSR ``(indptr, indices)`` pairs, cached per support list."""
@@ -478,6 +494,7 @@ def _run_neurons(fn, order) -> list:
     the thread count. ``order``: most expensive first, for balance."""
     import numba
 
+    order = list(order)
     threads = max(1, min(int(numba.get_num_threads()), len(order)))
     if threads == 1:
         return [fn(j) for j in order]
