@@ -55,8 +55,8 @@ QUICK_SUPERSENSES = ("noun.animal", "noun.artifact", "noun.body", "noun.food", "
 
 #: Options of the quick default.
 QUICK: dict[str, Any] = {
-    "layers": (3,), "supersenses": QUICK_SUPERSENSES, "synsets_per_concept": 80,
-    "max_examples": 2, "token_sentences": 400, "n_boot": 100,
+    "layers": (3,), "supersenses": QUICK_SUPERSENSES, "synsets_per_concept": 100,
+    "max_examples": 2, "token_sentences": 1000, "n_boot": 100,
 }
 #: Options of ``full=True``.
 FULL: dict[str, Any] = {
