@@ -177,7 +177,7 @@ def tiny(tmp_path_factory):
     with contextlib.redirect_stdout(buf):
         code = main(["--seed", "3", "dissect", "--n-images", "60", "--layers", LAYER,
                      "--n-boot", "20", "--out", str(out), "--cache-dir", str(cache),
-                     "--no-progress"])
+                     "--heldout", "yes", "--no-progress"])
     return SimpleNamespace(code=code, text=buf.getvalue(), out=out, cache=cache)
 
 
@@ -264,7 +264,7 @@ def test_real_assets_dissect_matches_independent_recomputation(tiny):
 def test_real_assets_rerun_reuses_caches(tiny, capsys):
     code = main(["--seed", "3", "dissect", "--n-images", "60", "--layers", LAYER,
                  "--n-boot", "20", "--out", str(tiny.out / "again"), "--cache-dir",
-                 str(tiny.cache), "--no-progress", "--methods", "soft_wpmi_gt", "--no-heldout",
+                 str(tiny.cache), "--no-progress", "--methods", "soft_wpmi_gt", "--heldout", "no",
                  "--rows", "3"])
     text = capsys.readouterr().out
     assert code == 0

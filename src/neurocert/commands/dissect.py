@@ -52,8 +52,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=None, metavar="LIST",
                    help="comma-separated subset of netdissect,soft_wpmi_gt,soft_wpmi_classifier "
                         "(default: all)")
-    p.add_argument("--no-heldout", action="store_true",
-                   help="skip the held-out check on two halves of the images")
+    p.add_argument("--heldout", choices=("yes", "no"), default=None,
+                   help="run the held-out check on two halves of the images (default: no for "
+                        "the quick default, yes with --full)")
     p.add_argument("--broden", type=Path, default=None, metavar="DIR",
                    help="probe a Broden-format folder instead of broden-lite")
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
@@ -87,6 +88,8 @@ def _options(args: argparse.Namespace) -> dict:
         base["n_boot"] = args.n_boot
     if args.methods is not None:
         base["methods"] = args.methods
+    if args.heldout is not None:
+        base["heldout"] = args.heldout == "yes"
     return base
 
 
@@ -106,7 +109,9 @@ def _language(args: argparse.Namespace, cache: Path):
                    if getattr(args, k) is not None]
     if vision_only:
         raise ValidationError(f"{', '.join(vision_only)} apply to --demo vision only")
-    options: dict = {"cache_dir": cache / "activations", "held_out": not args.no_heldout}
+    options: dict = {"cache_dir": cache / "activations"}
+    if args.heldout is not None:
+        options["held_out"] = args.heldout == "yes"
     if args.n_boot is not None:
         options["n_boot"] = args.n_boot
     if args.layers is not None:
@@ -155,7 +160,7 @@ def _run_dissect(args: argparse.Namespace) -> int:
     res = vision.run(args.out, seed=0 if args.seed is None else args.seed,
                      progress_bar=not args.no_progress, cache_dir=cache,
                      data_dir=cache / "data", broden=args.broden, images=args.images,
-                     labels_csv=args.labels_csv, heldout=not args.no_heldout, log=log, **opts)
+                     labels_csv=args.labels_csv, log=log, **opts)
     _print_vision(res, rows=args.rows)
     _print_outputs(args.out, res)
     return 0
