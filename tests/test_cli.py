@@ -423,9 +423,12 @@ def test_warnings_are_one_line(layer, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- README
 
+def _readme_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
 def test_readme_quickstart_runs(capsys):
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = [b for b in _readme_blocks() if "neurocert.extract" not in b]
     assert len(blocks) == 2  # identification, then stability (continues the first)
     namespace = {"__name__": "__readme__"}
     for block in blocks:
@@ -450,3 +453,26 @@ def test_ci_script_is_executable():
     assert script.is_file() and os.access(script, os.X_OK)
     text = script.read_text()
     assert "set -euo pipefail" in text and "make test" in text
+
+
+def test_readme_real_network_block_runs(tmp_path, monkeypatch, capsys):
+    """The README's EfficientNet-Lite0 x broden-lite example runs as written."""
+    from conftest import require_asset
+
+    from neurocert.data.idx import load_fashion_mnist
+    from neurocert.extract.models import efficientnet_lite0_available
+
+    require_asset(efficientnet_lite0_available(), "EfficientNet-Lite0 (neurocert[vision])")
+    try:
+        load_fashion_mnist("test")
+        have_fashion = True
+    except Exception:
+        have_fashion = False
+    require_asset(have_fashion, "Debian dataset-fashion-mnist")
+    blocks = [b for b in _readme_blocks() if "neurocert.extract" in b]
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "__readme__"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[")
+    assert (tmp_path / ".neurocert-cache").is_dir()

@@ -392,3 +392,22 @@ def test_image_exemplars_with_map_callable():
         np.testing.assert_allclose(e.mask, e.key / top)
     with pytest.raises(ValidationError, match="maps"):
         ImageExemplars(np.zeros((30, 4, 4)), rng.random((30, 2, 2, 2)), maps=maps)
+
+
+def test_report_renders_a_method_without_bound(layer_data):
+    """soft-WPMI-style results (NaN delta and limits) render beside a bounded method."""
+    import warnings
+
+    from neurocert.dissect.clip import clip_dissect_explain, from_labels
+
+    lay, expl, _ = layer_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        soft = clip_dissect_explain(lay.activations,
+                                    from_labels(lay.concepts, concept_names=expl.concept_names),
+                                    top_k=20, n_boot=20, rng=0, neuron_names=expl.neuron_names)
+    assert math.isnan(soft.identification.delta)
+    html = render_report(LayerResults.from_results({"auroc": expl, "soft_wpmi": soft}))
+    data = _data_block(html)
+    assert [m["delta"] for m in data["methods"]] == [expl.identification.delta, None]
+    assert "no finite-sample bound" in html

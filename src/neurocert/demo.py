@@ -44,8 +44,14 @@ def default_level(metric: str) -> float:
 
     0.5 for ``auroc`` and ``balanced_accuracy`` (chance), 0.04 for ``iou``
     (NetDissect's detector cut-off), otherwise 0 (the default of
-    :meth:`~neurocert.IdentificationResult.summary`).
+    :meth:`~neurocert.IdentificationResult.summary`). Similarities that are not
+    registered metrics (soft-WPMI and the other CLIP-Dissect scores) have no
+    bound and get 0.
     """
+    from .metrics import available_metrics
+
+    if metric not in available_metrics():
+        return 0.0
     return DEFAULT_LEVELS.get(get_metric(metric).name, 0.0)
 
 

@@ -388,6 +388,11 @@ def generate(root: str | os.PathLike[str], *, n_images: int = 2000, seed: int = 
 def load(root: str | os.PathLike[str], **kwargs) -> BrodenDataset:
     """:func:`generate` (or reuse) a broden-lite set and open it as a :class:`BrodenDataset`.
 
-    Keyword arguments are those of :func:`generate`.
+    Keyword arguments are those of :func:`generate`. A folder that :func:`generate`
+    already returned (it holds ``manifest.json`` and ``index.csv``) opens as it is
+    when no keyword arguments are given.
     """
+    path = Path(root)
+    if not kwargs and (path / "manifest.json").is_file() and (path / "index.csv").is_file():
+        return BrodenDataset(path)
     return BrodenDataset(generate(root, **kwargs))

@@ -222,16 +222,19 @@ JS = r"""
     var more = M.r.more[i];
     var lg = el("div", "legend");
     lg.appendChild(document.createTextNode("sets:"));
-    var names = [M.setName, "split set", "certified set (\u03b4=" + M.delta + ")"];
+    var bounded = M.delta !== null;
+    var names = [M.setName, "split set", bounded ? "certified set (\u03b4=" + M.delta + ")" : "certified set (no bound)"];
     for (var k = 0; k < 3; k++) {
       var sw = el("b"); sw.style.background = ["#2f6fde", "#7b3fc4", "#1c7c43"][k];
       lg.appendChild(sw); lg.appendChild(document.createTextNode(names[k]));
     }
     if (more > 0) { lg.appendChild(document.createTextNode(" \u00b7 " + more + " more concepts in the table")); }
     b.appendChild(lg);
-    var txt = M.metric + " " + fmt(N.sim[i]) + ", simultaneous " + (100 * (1 - M.delta)).toPrecision(3) +
+    var txt = bounded ?
+      M.metric + " " + fmt(N.sim[i]) + ", simultaneous " + (100 * (1 - M.delta)).toPrecision(3) +
       "% limits [" + fmt(N.lo[i]) + ", " + fmt(N.hi[i]) + "], null " + fmt(N.nul[i]) +
-      ", regret \u2264 " + fmt(N.rg[i]) + "; certified set: " + N.cs[i] + " concept" + (N.cs[i] === 1 ? "" : "s");
+      ", regret \u2264 " + fmt(N.rg[i]) + "; certified set: " + N.cs[i] + " concept" + (N.cs[i] === 1 ? "" : "s") :
+      M.metric + " " + fmt(N.sim[i]) + " (no finite-sample bound for this similarity: no limits, no certified set)";
     if (M.kind === "explanation") {
       txt += "; " + M.setName + ": " + N.bs[i] + (M.hasSplit ? ", split set: " + N.sp[i] : "") +
         "; mode frequency " + fmt(N.mf[i]);

@@ -111,7 +111,8 @@ def _method_data(layer: LayerResults, info: MethodSummary, concept_ids: dict[str
     if lo_ax >= 0 and hi_ax <= 1:  # bounded similarities: show the whole [0, 1] scale
         lo_ax, hi_ax = 0.0, 1.0
     return {
-        "name": info.name, "metric": info.metric, "kind": info.kind, "delta": info.delta,
+        "name": info.name, "metric": info.metric, "kind": info.kind,
+        "delta": None if not math.isfinite(info.delta) else info.delta,
         "alpha": None if not math.isfinite(info.alpha) else info.alpha,
         "level": info.level, "multiplicity": info.multiplicity,
         "setName": info.set_label if info.kind == "explanation" else "bootstrap set",

@@ -709,29 +709,9 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
 
 
 def _write_report(lr: Any, results: dict[str, Any], path: Path, **kwargs: Any) -> str | None:
-    """Write the layer's HTML report; returns a note when a method had to be left out.
-
-    Reports of methods without a bound (soft-WPMI: ``delta`` is NaN) fail to render
-    with the current report module (its JSON rejects the NaN ``delta``); then the
-    report holds the methods with bounds only and the note says so. The tables
-    always hold every method.
-    """
-    from ...report import LayerResults
-
-    try:
-        lr.write_html(path, **kwargs)
-        return None
-    except ValueError as exc:
-        if "JSON" not in str(exc):
-            raise
-    if "netdissect" not in results:
-        return (f"no HTML report: {list(results)} have no bound (delta NaN), which the report "
-                "module cannot render yet; they are in the tables")
-    LayerResults.from_results({"netdissect": results["netdissect"]}, level=LEVEL,
-                              multiplicity="none").write_html(path, **kwargs)
-    left = [m for m in results if m != "netdissect"]
-    return (f"the HTML report shows netdissect only: {left} have no bound (delta NaN), which "
-            "the report module cannot render yet; they are in the tables")
+    """Write the layer's HTML report with every method (unbounded ones say so on their cards)."""
+    lr.write_html(path, **kwargs)
+    return None
 
 
 def _layer_stats_ident(ident: Any) -> dict[str, Any]:
