@@ -510,12 +510,14 @@ def iou_case(args, a, z, sz, results, full) -> None:
           f"{np.median(n_cand):.0f}, min {n_cand.min()}, max {n_cand.max()} (of {C}); planted "
           f"neurons mean {n_cand[:sz['n_planted']].mean():.1f}, others "
           f"{n_cand[sz['n_planted']:].mean() if N > sz['n_planted'] else float('nan'):.1f}")
-    setup = replicate_setup(a, z, "iou", kw_iou, res)
+    used = "numba" if tim.get("engine_numba") else "numpy"
+    setup = replicate_setup(a, z, "iou", kw_iou, res, engine=used)
     w, t_w = weights(setup["p"], B)
     rtimes, votes = time_replicate_part(setup, w, args.repeats)
     t_rep = cm.median(rtimes)
     same = bool(np.array_equal(votes.winner, res.winners))
-    print(f"  replicate part alone (replicate_explanations, W {B}x{n:,} precomputed): median "
+    print(f"  engine used by the call: {used}")
+    print(f"  replicate part alone ({used} engine, W {B}x{n:,} precomputed): median "
           f"{cm.fmt_s(t_rep)} (runs: {', '.join(cm.fmt_s(t) for t in rtimes)}) = "
           f"{cm.fmt_s(t_rep / B)}/replicate; winners identical to the call: {same}")
     rtimes1 = None
@@ -552,7 +554,19 @@ def iou_case(args, a, z, sz, results, full) -> None:
         "speedup_replicate_part_vs_loop": loop_est / t_rep, "loop_agreement": agree,
         "meets_time": t_iou <= TARGETS["iou_seconds"] if full else None,
         "meets_speedup": speed >= TARGETS["iou_speedup_vs_loop"] if full else None,
+        "engine": used,
     }
+    if used == "numba":
+        np_setup = replicate_setup(a, z, "iou", kw_iou, res, engine="numpy")
+        c0 = time.process_time()
+        ntimes, nvotes = time_replicate_part(np_setup, w, 1)
+        ncpu = time.process_time() - c0
+        print(f"  replicate part, numpy count engine on the same W: {cm.fmt_s(ntimes[0])} (process "
+              f"CPU {cm.fmt_s(ncpu)}); winners identical to numba: "
+              f"{bool(np.array_equal(nvotes.winner, votes.winner))}")
+        results["cases"]["iou_top_frac"].update(replicate_part_numpy_s=ntimes[0],
+                                                replicate_part_numpy_cpu_s=ncpu)
+        del np_setup, nvotes
     if args.profile:
         print("  [profile] replicate engine, step by step (instrumented copy of count_engine, "
               f"all {N} neurons, same W):")

@@ -17,6 +17,15 @@ statistics:
   in float64 (half-integers: exact, order-independent).
 * **generic**: the library's own statistics under ``sample_weight = W[b]``.
 
+With numba installed (``engine="numba"``, the default ``"auto"``),
+:func:`count_engine_numba` and :func:`rank_engine_numba` run the per-neuron work in
+compiled kernels (:mod:`neurocert._numba_kernels`) on a thread pool: per replicate
+the ``top_frac`` cut-off, the intersection weights over the positives of the
+candidate concepts (IoU, precision, recall, F1, accuracy) or the rank sums over the
+positives (AUROC), the formula and the argmax, all in exact integer arithmetic, so
+their results equal the numpy engines' bit for bit (other metrics and real sample
+weights run the numpy engines).
+
 All count arithmetic is on small integers in float32 (exact below 2**24) or
 float64, so results are bitwise identical for any chunking of replicates or
 neurons.
