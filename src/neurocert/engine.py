@@ -509,8 +509,11 @@ def _run_neurons(fn, order) -> list:
         return [fn(j) for j in order]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         return list(pool.map(fn, order))
+    finally:  # on Ctrl-C, drop the neurons not started yet instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _tie_counts(winner_j: np.ndarray, n_tied_j: np.ndarray, ev_t: np.ndarray, ev_c: np.ndarray,
