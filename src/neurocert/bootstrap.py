@@ -383,8 +383,9 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     progress_bar : bool
     engine : {"auto", "numpy", "numba"}
         Replicate kernels. ``"numba"`` (the ``neurocert[numba]`` extra) runs the AUROC
-        rank sums in compiled code over the positives of each concept only; ``"auto"``
-        uses it when numba is installed. Results are identical either way (exact
+        rank sums and the count metrics' cut-offs and intersection counts (IoU,
+        precision, recall, F1, accuracy) in compiled code over the positives of each
+        candidate concept only; ``"auto"`` uses it when numba is installed. Results are identical either way (exact
         integer arithmetic); ``timings["engine_numba"]`` records which ran (1.0: numba).
     backend : {"memory", "blocks", "dask"}
         ``"memory"`` (default) computes here; ``"blocks"`` streams neuron blocks
