@@ -339,3 +339,13 @@ def test_cli_backend_blocks_reads_a_zarr_store(tmp_path, capsys):
                  "--metric", "auroc", "--scheduler", "tcp://127.0.0.1:1",
                  "--out", str(tmp_path / "y.parquet")]) == 1
     assert "--scheduler needs --backend dask" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, match", [({"n_boot": 0}, "n_boot"), ({"batch_size": "8"}, "batch_size"),
+                                       ({"mode": "x"}, "mode"), ({"scheme": "x"}, "scheme"),
+                                       ({"alpha": 1.5}, "alpha")])
+def test_block_bootstrap_checks_options_before_reading(tmp_path, kw, match):
+    a = np.zeros((50, 3), np.float32)
+    z = np.zeros((50, 2), np.float32)
+    with pytest.raises(neurocert.ValidationError, match=match):
+        distributed.bootstrap_explain(a, z, metric="auroc", **kw)

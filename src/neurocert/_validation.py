@@ -6,6 +6,7 @@ was received.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ __all__ = [
     "as_concepts",
     "check_binarization",
     "check_groups",
+    "check_int",
+    "check_n_folds",
     "check_names",
     "check_probability",
     "check_sample_weight",
@@ -228,3 +231,28 @@ def check_names(names: Sequence[Any] | None, count: int, what: str) -> list[str]
     if len(names) != count:
         raise ValidationError(f"`{what}_names` has {len(names)} entries but there are {count} {what}s")
     return names
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int, or :class:`ValidationError` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValidationError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_n_folds(n_folds: Any, alpha: float, n_units: int, units: str = "independent units") -> int:
+    """Folds of split mode: default ``ceil(2/alpha) - 1``; needs ``n_folds + 1 >= 1/alpha``.
+
+    The default leaves room for one stray fold (with ``n_folds + 1 = 1/alpha`` a single
+    fold that disagrees puts every unseen concept in the set). ``n_units`` is the number
+    of independent units that are split (samples, groups, images).
+    """
+    n_folds = (math.ceil(2 / alpha - 1e-12) - 1 if n_folds is None
+               else check_int(n_folds, "n_folds", 2))
+    if n_folds + 1 < 1 / alpha - 1e-12:
+        raise ValidationError(
+            f"split mode needs n_folds + 1 >= 1/alpha = {1 / alpha:g}; got n_folds={n_folds}")
+    if n_folds > n_units:
+        raise ValidationError(f"`n_folds`={n_folds} exceeds the {n_units} {units}")
+    return n_folds
+

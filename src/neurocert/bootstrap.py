@@ -33,11 +33,11 @@ from . import _backend
 from . import engine as _engine
 from ._intervals import kl_mean_quantiles
 from ._progress import progress
-from ._validation import check_names, check_probability
+from ._validation import check_int, check_n_folds, check_names, check_probability
 from .exceptions import NoBoundWarning, ValidationError
 from .explanation import ExplanationResult, prediction_sets, split_conformal_sets
 from .identify import identify
-from .resample import as_seed_sequence, replicate_weights
+from .resample import as_seed_sequence, fold_weights, replicate_weights
 from .similarity import Prepared, prepare
 
 __all__ = ["bootstrap_explain", "prune_candidates", "replicate_explanations"]
@@ -46,13 +46,6 @@ MODES = ("bootstrap", "split", "both")
 ADAPTIVE_ROUND = 100
 BATCH_BYTES = 256 * 2**20
 ADAPTIVE_MIN = 200
-SPLIT_KEY = 2**31  # spawn key of the fold assignment (never a replicate index)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValidationError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def prune_candidates(p: Prepared, sim: np.ndarray, epsilon: float,
@@ -425,12 +418,12 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                 batch_size=batch_size, truth=truth, wpmi_lambda=wpmi_lambda, client=cl,
                 progress=progress_bar)
     t0 = time.perf_counter()
-    n_boot = _check_int(n_boot, "n_boot", 1)
+    n_boot = check_int(n_boot, "n_boot", 1)
     alpha = check_probability(alpha, "alpha")
     delta = check_probability(delta, "delta")
-    top_k = _check_int(top_k, "top_k", 1)
+    top_k = check_int(top_k, "top_k", 1)
     if batch_size is not None:
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
     if mode not in MODES:
         raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
     if scheme not in ("multinomial", "poisson", "predictive"):
@@ -450,14 +443,8 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
             f"a concept set of size {p.n_concepts} has nothing to choose between; "
             "bootstrap_explain needs at least 2 concepts")
     if mode in ("split", "both"):
-        n_folds = (math.ceil(2 / alpha - 1e-12) - 1 if n_folds is None
-                   else _check_int(n_folds, "n_folds", 2))
-        if n_folds + 1 < 1 / alpha - 1e-12:
-            raise ValidationError(
-                f"split mode needs n_folds + 1 >= 1/alpha = {1 / alpha:g}; got n_folds={n_folds}")
-        n_units = p.groups[1] if p.groups is not None else p.n_samples
-        if n_folds > n_units:
-            raise ValidationError(f"`n_folds`={n_folds} exceeds the {n_units} independent units")
+        n_folds = check_n_folds(n_folds, alpha,
+                                p.groups[1] if p.groups is not None else p.n_samples)
     cnames = check_names(concept_names, p.n_concepts, "concept")
     nnames = check_names(neuron_names, p.n_neurons, "neuron")
     seed = as_seed_sequence(rng)
@@ -578,13 +565,6 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
 
 def _fold_weights(p: Prepared, seed: np.random.SeedSequence, n_folds: int) -> np.ndarray:
     """0/1 weights of ``n_folds`` disjoint folds of (near-)equal size; groups kept whole."""
-    n_units = p.groups[1] if p.groups is not None else p.n_samples
-    gen = np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + (SPLIT_KEY,))))
-    perm = gen.permutation(n_units)
-    fold_of_unit = np.empty(n_units, np.int64)
-    fold_of_unit[perm] = np.arange(n_units) % n_folds
-    fold = fold_of_unit if p.groups is None else fold_of_unit[p.groups[0]]
-    w = np.zeros((n_folds, p.n_samples), np.float32)
-    w[fold, np.arange(p.n_samples)] = 1.0
-    return w
+    if p.groups is None:
+        return fold_weights(seed, n_folds, p.n_samples)
+    return fold_weights(seed, n_folds, p.n_samples, p.groups[0], p.groups[1])

@@ -28,7 +28,10 @@ import numpy as np
 
 from .exceptions import ValidationError
 
-__all__ = ["WEIGHT_BLOCK", "as_seed_sequence", "replicate_weights"]
+__all__ = ["SPLIT_KEY", "WEIGHT_BLOCK", "as_seed_sequence", "fold_weights", "replicate_weights"]
+
+#: spawn key of the fold assignment of split mode (never a replicate index)
+SPLIT_KEY = 2**31
 
 WEIGHT_BLOCK = 4096
 SCHEMES = ("multinomial", "poisson", "predictive")
@@ -100,3 +103,25 @@ def replicate_weights(seed: np.random.SeedSequence | int, replicates: np.ndarray
             for k, (s, size) in enumerate(zip(starts, sizes)):
                 out[row, s:s + size] = _gen(entropy, base, b, k).poisson(1.0, size)
     return out
+
+
+def fold_weights(seed: np.random.SeedSequence, n_folds: int, n_samples: int,
+                 groups: np.ndarray | None = None, n_groups: int | None = None) -> np.ndarray:
+    """0/1 weights ``(n_folds, n_samples)`` of disjoint folds of (near-)equal size.
+
+    The units (samples, or the groups given as codes ``groups`` in ``[0, n_groups)``,
+    kept whole) are permuted by a generator keyed on ``(seed, SPLIT_KEY)`` and dealt
+    to the folds in turn, so every split-mode caller (``bootstrap_explain``,
+    NetDissect, CLIP-Dissect) gets the same folds for the same seed.
+    """
+    n_units = n_samples if groups is None else int(n_groups)
+    gen = np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + (SPLIT_KEY,))))
+    perm = gen.permutation(n_units)
+    fold_of_unit = np.empty(n_units, np.int64)
+    fold_of_unit[perm] = np.arange(n_units) % n_folds
+    fold = fold_of_unit if groups is None else fold_of_unit[groups]
+    w = np.zeros((n_folds, n_samples), np.float32)
+    w[fold, np.arange(n_samples)] = 1.0
+    return w
+

@@ -36,7 +36,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -45,16 +44,18 @@ from .. import __version__
 from .._progress import progress
 from .._validation import (
     as_activations,
+    check_int,
+    check_n_folds,
     check_names,
     check_probability,
     check_sample_weight,
 )
-from ..bootstrap import MODES, _fold_weights
+from ..bootstrap import MODES
 from ..engine import _add_counts, argmax_votes, merge_counts, total_votes
 from ..exceptions import NoBoundWarning, UndefinedSimilarityWarning, ValidationError
 from ..explanation import ExplanationResult, split_conformal_sets
 from ..identify import IdentificationResult, rank_concepts
-from ..resample import SCHEMES, as_seed_sequence, replicate_weights
+from ..resample import SCHEMES, as_seed_sequence, fold_weights, replicate_weights
 from . import clip_kernels as _k
 from .clip_sources import (
     KINDS,
@@ -443,19 +444,15 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     [[1], [2], [0]]
     """
     t0 = time.perf_counter()
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValidationError(f"`n_boot` must be an integer >= 1; got {n_boot!r}")
+    n_boot = check_int(n_boot, "n_boot", 1)
     alpha = check_probability(alpha, "alpha")
     if scheme not in SCHEMES:
         raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
     if mode not in MODES:
         raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValidationError(f"`top` must be a positive integer; got {top!r}")
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValidationError(f"`batch_size` must be a positive integer; got {batch_size!r}")
+    top = check_int(top, "top", 1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
     s = _setup(activations, concepts, kind=kind, function=function, top_k=top_k, a=a, lam=lam,
                min_prob=min_prob, p_start=p_start, p_end=p_end, power=power,
                top_fraction=top_fraction, scale_p=scale_p, min_norm=min_norm,
@@ -464,17 +461,7 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     if scheme == "predictive" and s.sample_weight is None:
         s.check_total(float(max(1, n // 2)), "a predictive (n/2) replicate")
     if mode != "bootstrap":
-        if n_folds is None:
-            n_folds = math.ceil(2 / alpha - 1e-12) - 1
-        elif isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) \
-                or n_folds < 2:
-            raise ValidationError(f"`n_folds` must be an integer >= 2; got {n_folds!r}")
-        n_folds = int(n_folds)
-        if n_folds + 1 < 1 / alpha - 1e-12:
-            raise ValidationError(
-                f"split mode needs n_folds + 1 >= 1/alpha = {1 / alpha:g}; got n_folds={n_folds}")
-        if n_folds > n:
-            raise ValidationError(f"`n_folds`={n_folds} exceeds the {n} samples")
+        n_folds = check_n_folds(n_folds, alpha, n, "samples")
     seed = as_seed_sequence(rng)
     sim = s.scores(s.sample_weight)
     _warn_undefined(sim, function)
@@ -538,7 +525,7 @@ def _fold_winners(s: _Setup, seed: np.random.SeedSequence, n_folds: int) -> np.n
     The folds are those of :func:`neurocert.bootstrap_explain` (same seed, same folds).
     """
     n = s.ranking.n_samples
-    folds = _fold_weights(SimpleNamespace(groups=None, n_samples=n), seed, n_folds)
+    folds = fold_weights(seed, n_folds, n)
     out = np.empty((n_folds, s.ranking.activations.shape[1]), np.int64)
     for f in range(n_folds):
         w = folds[f] if s.sample_weight is None else folds[f] * s.sample_weight

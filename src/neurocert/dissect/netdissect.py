@@ -52,15 +52,14 @@ import scipy.sparse as sp
 
 from .._intervals import kl_interval
 from .._progress import progress
-from .._validation import check_names, check_probability
-from ..bootstrap import SPLIT_KEY
+from .._validation import check_int, check_n_folds, check_names, check_probability
 from ..bounds import _corner_limits
 from ..engine import _add_counts, argmax_votes, total_votes
 from ..exceptions import OutOfGridWarning, ValidationError
 from ..explanation import ExplanationResult, split_conformal_sets
 from ..identify import IdentificationResult, _explanation, certified_sets, rank_concepts
 from ..metrics import MetricOptions, get_metric
-from ..resample import as_seed_sequence, replicate_weights
+from ..resample import SCHEMES, as_seed_sequence, fold_weights, replicate_weights
 from .netdissect_tally import (
     THRESHOLD_SHARE,
     NetDissectTally,
@@ -524,18 +523,6 @@ def netdissect(activations: Any, segmentation: Any, *, quantile: float = 0.005,
 # bootstrap explanations
 
 
-def _fold_weights(seed: np.random.SeedSequence, n_folds: int, n: int) -> np.ndarray:
-    """0/1 weights of ``n_folds`` disjoint image folds (same rule as bootstrap_explain)."""
-    gen = np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + (SPLIT_KEY,))))
-    perm = gen.permutation(n)
-    fold = np.empty(n, np.int64)
-    fold[perm] = np.arange(n) % n_folds
-    w = np.zeros((n_folds, n))
-    w[fold, np.arange(n)] = 1.0
-    return w
-
-
 def _votes(t: NetDissectTally, w: np.ndarray, threshold: str, tracked: np.ndarray,
            counts: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     b = w.shape[0]
@@ -594,7 +581,9 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
         Its ``identification`` is the :class:`NetDissectResult` of the same tally.
     """
     t0 = time.perf_counter()
-    n_boot = _int(n_boot, "n_boot", 1)
+    n_boot = check_int(n_boot, "n_boot", 1)
+    if scheme not in SCHEMES:
+        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
     alpha = check_probability(alpha, "alpha")
     if threshold not in THRESHOLDS:
         raise ValidationError(f"`threshold` must be one of {THRESHOLDS}; got {threshold!r}")
@@ -620,7 +609,7 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
                    + t.lowres.shape[1])
         batch_size = int(max(1, min(n_boot, BATCH_BYTES // max(per, 1))))
     else:
-        batch_size = _int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
     tracked = ident.top
     counts: dict = {}
     winners, ties, track = [], [], []
@@ -651,15 +640,10 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
     t2 = time.perf_counter()
     split_sets = fold_winners = None
     if mode in ("split", "both"):
-        n_folds = (math.ceil(2 / alpha - 1e-12) - 1 if n_folds is None
-                   else _int(n_folds, "n_folds", 2))
-        if n_folds + 1 < 1 / alpha - 1e-12:
-            raise ValidationError(
-                f"split mode needs n_folds + 1 >= 1/alpha = {1 / alpha:g}; got n_folds={n_folds}")
-        if n_folds > n:
-            raise ValidationError(f"`n_folds`={n_folds} exceeds the {n} images")
+        n_folds = check_n_folds(n_folds, alpha, n, "images")
         fold_counts: dict = {}
-        fold_winners, _, _, _ = _votes(t, _fold_weights(seed, n_folds, n), threshold, tracked,
+        folds = fold_weights(seed, n_folds, n).astype(np.float64)
+        fold_winners, _, _, _ = _votes(t, folds, threshold, tracked,
                                        fold_counts)
         split_sets = split_conformal_sets(fold_winners, t.n_concepts, alpha, ident.similarity)
     params = {
@@ -678,10 +662,4 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
         alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,
         parameters=params, timings=timings,
         n_candidates=np.full(t.n_units, t.n_concepts, np.int64))
-
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValidationError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 

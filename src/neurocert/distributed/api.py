@@ -12,13 +12,15 @@ import numpy as np
 from .._validation import (
     check_binarization,
     check_groups,
+    check_int,
     check_names,
     check_probability,
     check_sample_weight,
 )
+from ..bootstrap import MODES
 from ..exceptions import ValidationError
 from ..metrics import Metric, get_metric
-from ..resample import as_seed_sequence
+from ..resample import SCHEMES, as_seed_sequence
 from ..similarity import warn_undefined
 from ..storage import SAMPLE_CHUNK
 from . import _tasks
@@ -303,6 +305,17 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str | Metric,
     ``checkpoint=`` (a lost block is recomputed by Dask instead).
     """
     t0 = time.perf_counter()
+    # the checks of neurocert.bootstrap_explain, here before any block is read
+    n_boot = check_int(n_boot, "n_boot", 1)
+    alpha = check_probability(alpha, "alpha")
+    check_probability(delta, "delta")
+    top_k = check_int(top_k, "top_k", 1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
+    if mode not in MODES:
+        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
+    if scheme not in SCHEMES:
+        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
     inp = _Inputs(activations, concepts, metric=metric, sample_weight=sample_weight,
                   groups=groups, threshold=threshold, top_frac=top_frac, truth=truth,
                   wpmi_lambda=wpmi_lambda)
