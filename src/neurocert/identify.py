@@ -24,7 +24,12 @@ from ._validation import check_names, check_probability
 from .bounds import confidence_limits
 from .exceptions import NoBoundWarning, ValidationError
 from .metrics import get_metric
-from .similarity import compute_stats, prepare, warn_low_frequency_accuracy, warn_undefined
+from .similarity import (
+    compute_stats,
+    prepare,
+    warn_low_frequency_accuracy,
+    warn_undefined,
+)
 
 __all__ = ["IdentificationResult", "LayerSummary", "identify", "rank_concepts"]
 
@@ -368,17 +373,28 @@ def _p_values(stats, result: IdentificationResult, level: float, iterations: int
                                       options=options, estimate=est)
         return lo[:, 0]
 
-    m = result.n_neurons
+    return bisect_p_values(lower_at, result.best, level, iterations)
+
+
+def bisect_p_values(lower_at: Any, best: np.ndarray, level: float,
+                    iterations: int = 60) -> np.ndarray:
+    """``p_j = inf{d : lower_at(d)_j > level}`` per neuron, by bisection in log10(d).
+
+    ``lower_at(d)`` gives each neuron's lower limit of its chosen concept at failure
+    probabilities ``d (n_neurons,)`` (simultaneous over the concepts); neurons with
+    ``best < 0`` ("none") get 1.
+    """
+    m = best.shape[0]
     lo_log = np.full(m, -300.0)
     hi_log = np.zeros(m)
-    ok_at_one = lower_at(np.ones(m) * (1 - 1e-12)) > level
+    ok_at_one = lower_at(np.full(m, 1 - 1e-12)) > level
     for _ in range(iterations):
         mid = 0.5 * (lo_log + hi_log)
         ok = lower_at(10.0 ** mid) > level
         hi_log = np.where(ok, mid, hi_log)
         lo_log = np.where(ok, lo_log, mid)
     p = np.where(ok_at_one, 10.0 ** hi_log, 1.0)
-    return np.where(result.best >= 0, np.minimum(p, 1.0), 1.0)
+    return np.where(best >= 0, np.minimum(p, 1.0), 1.0)
 
 
 def identify(activations: Any, concepts: Any, *, metric: str, delta: float = 0.05,

@@ -57,7 +57,13 @@ from ..bounds import _corner_limits
 from ..engine import _add_counts, argmax_votes, total_votes
 from ..exceptions import OutOfGridWarning, ValidationError
 from ..explanation import ExplanationResult, split_conformal_sets
-from ..identify import IdentificationResult, _explanation, certified_sets, rank_concepts
+from ..identify import (
+    IdentificationResult,
+    _explanation,
+    bisect_p_values,
+    certified_sets,
+    rank_concepts,
+)
 from ..metrics import MetricOptions, get_metric
 from ..resample import SCHEMES, as_seed_sequence, fold_weights, replicate_weights
 from .netdissect_tally import (
@@ -373,17 +379,7 @@ class NetDissectResult(IdentificationResult):
         def lower_at(d):
             return _limits(t, *args, d - d_band, n_sim)[0]
 
-        m = self.n_neurons
-        lo_log = np.full(m, -300.0)
-        hi_log = np.zeros(m)
-        ok_at_one = lower_at(np.full(m, 1 - 1e-12)) > lvl
-        for _ in range(60):
-            mid = 0.5 * (lo_log + hi_log)
-            ok = lower_at(10.0 ** mid) > lvl
-            hi_log = np.where(ok, mid, hi_log)
-            lo_log = np.where(ok, lo_log, mid)
-        p = np.where(ok_at_one, 10.0 ** hi_log, 1.0)
-        return np.where(self.best >= 0, np.minimum(p, 1.0), 1.0)
+        return bisect_p_values(lower_at, np.asarray(self.best), lvl)
 
     @property
     def categories(self) -> list[str]:

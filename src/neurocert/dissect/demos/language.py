@@ -33,7 +33,6 @@ exemplars. ``neurocert dissect`` calls :func:`run`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ...exceptions import NeurocertWarning, ValidationError
+from ._common import write_json
 
 __all__ = ["FULL", "QUICK", "QUICK_SUPERSENSES", "LanguageDemoResult", "run"]
 
@@ -592,7 +592,7 @@ def run(out_dir: str | os.PathLike[str], *, seed: int = 0, progress_bar: bool = 
         input_hashes={"texts": hashlib.sha256("\n".join(corpus.texts).encode("utf-8")).hexdigest()},
         extra={"sanity": sanity, "held_out": held, "summary": summary_rows, "files": files})
     path_m = out / "language_manifest.json"
-    results.atomic_write_bytes(path_m, json.dumps(manifest, indent=2, allow_nan=True).encode("utf-8"))
+    write_json(path_m, manifest)
     files["manifest"] = str(path_m)
     return LanguageDemoResult(layers=layers, summary_rows=summary_rows, timings=timings, sanity=sanity,
                               held_out=held, parameters=params, files=files)
