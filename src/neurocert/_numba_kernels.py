@@ -279,6 +279,24 @@ def count_votes(wt, n_rep, index, tie_end, complete, top, thr, totals, cw, rowpt
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _auroc_vote(acc, col, b, totals, pw, cols, simv, trk, track, is_cand, lower, j, winner,
+                n_tied, ev_t, ev_c, ev_n, ch):  # pragma: no cover - compiled
+    """AUROC of replicate ``b`` from its doubled rank sums ``acc[:, col]``, then its vote."""
+    tot = totals[b]
+    for ci in range(cols.size):
+        pos_w = pw[b, cols[ci]]
+        den = pos_w * (tot - pos_w)
+        if den > 0:
+            num = np.float64(acc[ci, col]) * 0.5
+            simv[ci] = (num - 0.5 * pos_w * pos_w) / den
+        else:
+            simv[ci] = np.nan
+    for t in range(trk.size):
+        track[b, j, t] = simv[trk[t]]
+    _vote(simv, cols, is_cand, lower, b, j, winner, n_tied, ev_t, ev_c, ev_n, ch)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def rank_votes(ws, n_rep, gend, need, bptr, ranks, block, qproto, pw, totals, cols, is_cand,
                trk, lower, j, winner, n_tied, track, ev_t, ev_c, ev_n):  # pragma: no cover
     """Replicate AUROC explanations of neuron ``j`` from rank sums over the positives.
@@ -359,19 +377,8 @@ def rank_votes(ws, n_rep, gend, need, bptr, ranks, block, qproto, pw, totals, co
                     t += 1
         simv = np.empty(k_cols)
         for lane in range(nl):
-            b = l0 + lane
-            tot = totals[b]
-            for ci in range(k_cols):
-                pos_w = pw[b, cols[ci]]
-                den = pos_w * (tot - pos_w)
-                if den > 0:
-                    num = np.float64(acc[ci, lane]) * 0.5
-                    simv[ci] = (num - 0.5 * pos_w * pos_w) / den
-                else:
-                    simv[ci] = np.nan
-            for t in range(trk.size):
-                track[b, j, t] = simv[trk[t]]
-            _vote(simv, cols, is_cand, lower, b, j, winner, n_tied, ev_t, ev_c, ev_n, ch)
+            _auroc_vote(acc, lane, l0 + lane, totals, pw, cols, simv, trk, track, is_cand, lower,
+                        j, winner, n_tied, ev_t, ev_c, ev_n, ch)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -436,18 +443,8 @@ def rank_votes_wide(wt, n_rep, order, gend, rowptr, concept_of, lookup, pw, tota
                         a[lane] += q[lane]
     simv = np.empty(k_cols)
     for b in range(n_rep):
-        tot = totals[b]
-        for ci in range(k_cols):
-            pos_w = pw[b, cols[ci]]
-            den = pos_w * (tot - pos_w)
-            if den > 0:
-                num = np.float64(acc[ci, b]) * 0.5
-                simv[ci] = (num - 0.5 * pos_w * pos_w) / den
-            else:
-                simv[ci] = np.nan
-        for t in range(trk.size):
-            track[b, j, t] = simv[trk[t]]
-        _vote(simv, cols, is_cand, lower, b, j, winner, n_tied, ev_t, ev_c, ev_n, b // RB)
+        _auroc_vote(acc, b, b, totals, pw, cols, simv, trk, track, is_cand, lower,
+                    j, winner, n_tied, ev_t, ev_c, ev_n, b // RB)
 
 
 @njit(cache=True, nogil=True)
