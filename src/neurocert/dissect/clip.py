@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, _backend
 from .._progress import progress
 from .._validation import (
     as_activations,
@@ -108,20 +108,46 @@ class _Setup:
     concepts: ConceptMatrix
     sample_weight: np.ndarray | None
 
-    def scores(self, weights: np.ndarray | None) -> np.ndarray:
-        return _k.scores(self.opts, self.ranking, self.table, self.raw, weights, self.p_rank)
+    def scores(self, weights: np.ndarray | None, prior: np.ndarray | None = None) -> np.ndarray:
+        return _k.scores(self.opts, self.ranking, self.table, self.raw, weights, self.p_rank,
+                         prior=prior)
+
+    def log_given(self, weights: np.ndarray | None) -> np.ndarray:
+        """soft-WPMI/WPMI ``log P(d|E)`` (before the prior) of these neurons."""
+        return _k.log_given(self.opts, self.ranking, self.table, weights, self.p_rank)
 
     def check_total(self, total: float, what: str) -> None:
-        if self.opts.function in ("cos", "cos_cubed"):
-            return
-        need = self.opts.n_top(total)
-        if need < 1:
-            raise ValidationError(
-                f"rank_reorder keeps int({total:g} x top_fraction={self.opts.top_fraction:g}) "
-                f"= 0 top samples of {what}; raise `top_fraction`")
-        if need > total:
-            raise ValidationError(
-                f"`top_k`={need} exceeds the {total:g} samples of {what}; use top_k <= {int(total)}")
+        _check_total(self.opts, total, what)
+
+
+def _check_total(opts: _k.Options, total: float, what: str) -> None:
+    """A probing set (or replicate, or fold) of total weight ``total`` must fill the top slots."""
+    if opts.function in ("cos", "cos_cubed"):
+        return
+    need = opts.n_top(total)
+    if need < 1:
+        raise ValidationError(
+            f"rank_reorder keeps int({total:g} x top_fraction={opts.top_fraction:g}) "
+            f"= 0 top samples of {what}; raise `top_fraction`")
+    if need > total:
+        raise ValidationError(
+            f"`top_k`={need} exceeds the {total:g} samples of {what}; use top_k <= {int(total)}")
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """Validated options and the concept tables, without the activations (shared by blocks)."""
+
+    opts: _k.Options
+    table: np.ndarray | None
+    p_rank: np.ndarray | None
+    concepts: ConceptMatrix
+    sample_weight: np.ndarray | None
+
+    def setup(self, act: np.ndarray) -> _Setup:
+        """The :class:`_Setup` of validated activations ``act`` (all or a block of neurons)."""
+        return _Setup(self.opts, _k.Ranking(act), self.table, self.concepts.values,
+                      self.p_rank, self.concepts, self.sample_weight)
 
 
 def _number(value: Any, name: str, *, low: float | None = None, low_open: bool = False,
@@ -139,18 +165,19 @@ def _number(value: Any, name: str, *, low: float | None = None, low_open: bool =
     return v
 
 
-def _setup(activations: Any, concepts: Any, *, kind: str | None, function: str,
-           top_k: int | None, a: float | None, lam: float | None, min_prob: float,
-           p_start: float, p_end: float, power: float, top_fraction: float, scale_p: float,
-           min_norm: float, sample_weight: Any, dtype: str) -> _Setup:
-    """Validate every input once; precompute the concept tables and the ranking."""
+def _check_function(function: Any, dtype: Any) -> None:
     if function not in FUNCTIONS:
         raise ValidationError(f"`function` must be one of {FUNCTIONS}; got {function!r}")
     if dtype not in ("float32", "float64"):
         raise ValidationError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}")
-    act = as_activations(activations)
-    cm = as_concept_matrix(concepts, kind)
-    n = act.shape[0]
+
+
+def _resolve(n: int, cm: ConceptMatrix, *, function: str, top_k: int | None, a: float | None,
+             lam: float | None, min_prob: float, p_start: float, p_end: float, power: float,
+             top_fraction: float, scale_p: float, min_norm: float, sample_weight: Any,
+             dtype: str) -> _Resolved:
+    """Validate the options for ``n`` probing samples; precompute the concept tables."""
+    _check_function(function, dtype)
     if cm.n_samples != n:
         raise ValidationError(
             f"`concepts` has {cm.n_samples} samples (axis 0) but `activations` has {n}")
@@ -195,9 +222,32 @@ def _setup(activations: Any, concepts: Any, *, kind: str | None, function: str,
             p_rank = _k.rank_weights(opts, dt)
         else:
             table = np.log(q + dt.type(opts.min_prob))
-    setup = _Setup(opts, _k.Ranking(act), table, cm.values, p_rank, cm, w)
-    setup.check_total(float(n if w is None else w.sum()), "the probing set")
-    return setup
+    _check_total(opts, float(n if w is None else w.sum()), "the probing set")
+    return _Resolved(opts, table, p_rank, cm, w)
+
+
+def _setup(activations: Any, concepts: Any, *, kind: str | None, function: str,
+           top_k: int | None, a: float | None, lam: float | None, min_prob: float,
+           p_start: float, p_end: float, power: float, top_fraction: float, scale_p: float,
+           min_norm: float, sample_weight: Any, dtype: str) -> _Setup:
+    """Validate every input once; precompute the concept tables and the ranking."""
+    _check_function(function, dtype)
+    act = as_activations(activations)
+    cm = as_concept_matrix(concepts, kind)
+    return _resolve(act.shape[0], cm, function=function, top_k=top_k, a=a, lam=lam,
+                    min_prob=min_prob, p_start=p_start, p_end=p_end, power=power,
+                    top_fraction=top_fraction, scale_p=scale_p, min_norm=min_norm,
+                    sample_weight=sample_weight, dtype=dtype).setup(act)
+
+
+def _options(kind: Any, function: Any, top_k: Any, a: Any, lam: Any, min_prob: Any,
+             p_start: Any, p_end: Any, power: Any, top_fraction: Any, scale_p: Any,
+             min_norm: Any, sample_weight: Any, dtype: Any) -> dict[str, Any]:
+    """The keyword options shared by every public function (for :func:`_setup`)."""
+    return {"kind": kind, "function": function, "top_k": top_k, "a": a, "lam": lam,
+            "min_prob": min_prob, "p_start": p_start, "p_end": p_end, "power": power,
+            "top_fraction": top_fraction, "scale_p": scale_p, "min_norm": min_norm,
+            "sample_weight": sample_weight, "dtype": dtype}
 
 
 def _warn_undefined(values: np.ndarray, function: str) -> None:
@@ -233,7 +283,15 @@ _SHARED_DOC = """
         counts as ``w`` copies).
     dtype : {"float32", "float64"}
         Precision of the soft-WPMI/WPMI log terms (CLIP-Dissect: float32); the prior and
-        the scores are float64."""
+        the scores are float64.
+    backend : {"memory", "blocks", "dask"}
+        ``"blocks"``/``"dask"``: blocks of neurons one after another in this process, or
+        as Dask tasks (:mod:`neurocert.distributed`, which also reads Zarr/``.npy``
+        activations out of core); the concept prior is a separate reduction over all
+        neurons. Results are equal to the in-memory call (bitwise).
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        LocalCluster for this call."""
 
 
 def concept_scores(activations: Any, concepts: Any, *, kind: str | None = None,
@@ -241,7 +299,8 @@ def concept_scores(activations: Any, concepts: Any, *, kind: str | None = None,
                    a: float | None = None, lam: float | None = None, min_prob: float = 1e-7,
                    p_start: float = 0.998, p_end: float = 0.97, power: float = 3.0,
                    top_fraction: float = 0.05, scale_p: float = 0.5, min_norm: float = 1e-3,
-                   sample_weight: Any = None, dtype: str = "float32") -> np.ndarray:
+                   sample_weight: Any = None, dtype: str = "float32", backend: str = "memory",
+                   client: Any = None) -> np.ndarray:
     """Similarity of every neuron with every concept, ``(n_neurons, n_concepts)``.
 
     Parameters
@@ -268,10 +327,14 @@ def concept_scores(activations: Any, concepts: Any, *, kind: str | None = None,
     >>> concept_scores(act, from_labels(z), top_k=50).argmax(axis=1).tolist()
     [1, 0]
     """
-    s = _setup(activations, concepts, kind=kind, function=function, top_k=top_k, a=a, lam=lam,
-               min_prob=min_prob, p_start=p_start, p_end=p_end, power=power,
-               top_fraction=top_fraction, scale_p=scale_p, min_norm=min_norm,
-               sample_weight=sample_weight, dtype=dtype)
+    options = _options(kind, function, top_k, a, lam, min_prob, p_start, p_end, power,
+                       top_fraction, scale_p, min_norm, sample_weight, dtype)
+    if _backend.wants_blocks(backend, client):
+        from .. import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.concept_scores(activations, concepts, client=cl, **options)
+    s = _setup(activations, concepts, **options)
     values = s.scores(s.sample_weight)
     _warn_undefined(values, function)
     return values
@@ -280,7 +343,7 @@ def concept_scores(activations: Any, concepts: Any, *, kind: str | None = None,
 concept_scores.__doc__ = concept_scores.__doc__.replace("{shared}", _SHARED_DOC.strip())
 
 
-def _parameters(s: _Setup) -> dict[str, Any]:
+def _parameters(s: _Setup | _Resolved) -> dict[str, Any]:
     o = s.opts
     p: dict[str, Any] = {"function": o.function, "concept_kind": s.concepts.kind,
                          "concept_source": s.concepts.source,
@@ -303,7 +366,7 @@ def _parameters(s: _Setup) -> dict[str, Any]:
     return p
 
 
-def _identification(s: _Setup, sim: np.ndarray, neuron_names: Any, top: int,
+def _identification(s: _Setup | _Resolved, sim: np.ndarray, neuron_names: Any, top: int,
                     t0: float) -> IdentificationResult:
     n_neurons, n_concepts = sim.shape
     order = rank_concepts(sim)
@@ -315,8 +378,8 @@ def _identification(s: _Setup, sim: np.ndarray, neuron_names: Any, top: int,
         certified_sets=tuple(np.array([], np.int64) for _ in range(n_neurons)),
         regret_bound=np.full(n_neurons, np.nan),
         neuron_names=check_names(neuron_names, n_neurons, "neuron"),
-        concept_names=list(s.concepts.concept_names), n_samples=s.ranking.n_samples,
-        n_units=float(s.ranking.n_samples), parameters=_parameters(s),
+        concept_names=list(s.concepts.concept_names), n_samples=s.concepts.n_samples,
+        n_units=float(s.concepts.n_samples), parameters=_parameters(s),
         timings={"total_s": time.perf_counter() - t0})
 
 
@@ -330,7 +393,8 @@ def clip_dissect(activations: Any, concepts: Any, *, kind: str | None = None,
                  p_end: float = 0.97, power: float = 3.0, top_fraction: float = 0.05,
                  scale_p: float = 0.5, min_norm: float = 1e-3, sample_weight: Any = None,
                  dtype: str = "float32", neuron_names: Sequence[str] | None = None,
-                 top: int = 5) -> IdentificationResult:
+                 top: int = 5, backend: str = "memory", client: Any = None
+                 ) -> IdentificationResult:
     """Label every neuron with its best concept (CLIP-Dissect's identification).
 
     Parameters
@@ -361,13 +425,18 @@ def clip_dissect(activations: Any, concepts: Any, *, kind: str | None = None,
     >>> res.labels
     ['c', 'a']
     """
+    options = _options(kind, function, top_k, a, lam, min_prob, p_start, p_end, power,
+                       top_fraction, scale_p, min_norm, sample_weight, dtype)
+    if _backend.wants_blocks(backend, client):
+        from .. import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.clip_dissect(activations, concepts, neuron_names=neuron_names,
+                                            top=top, client=cl, **options)
     t0 = time.perf_counter()
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValidationError(f"`top` must be a positive integer; got {top!r}")
-    s = _setup(activations, concepts, kind=kind, function=function, top_k=top_k, a=a, lam=lam,
-               min_prob=min_prob, p_start=p_start, p_end=p_end, power=power,
-               top_fraction=top_fraction, scale_p=scale_p, min_norm=min_norm,
-               sample_weight=sample_weight, dtype=dtype)
+    s = _setup(activations, concepts, **options)
     sim = s.scores(s.sample_weight)
     _warn_undefined(sim, function)
     _no_bound_warning(function)
@@ -388,7 +457,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
                          scheme: str = "multinomial", mode: str = "bootstrap",
                          n_folds: int | None = None, top: int = 5,
                          batch_size: int | None = None,
-                         progress_bar: bool = False) -> ExplanationResult:
+                         progress_bar: bool = False, backend: str = "memory",
+                         client: Any = None) -> ExplanationResult:
     """Bootstrap ensemble and BE concept prediction sets of CLIP-Dissect-style labels.
 
     Each replicate resamples the probing samples once for all neurons (weights from
@@ -443,20 +513,20 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     >>> [s.tolist() for s in res.prediction_sets]
     [[1], [2], [0]]
     """
+    options = _options(kind, function, top_k, a, lam, min_prob, p_start, p_end, power,
+                       top_fraction, scale_p, min_norm, sample_weight, dtype)
+    if _backend.wants_blocks(backend, client):
+        from .. import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.clip_dissect_explain(
+                activations, concepts, neuron_names=neuron_names, n_boot=n_boot, alpha=alpha,
+                rng=rng, scheme=scheme, mode=mode, n_folds=n_folds, top=top,
+                batch_size=batch_size, client=cl, progress=progress_bar, **options)
     t0 = time.perf_counter()
-    n_boot = check_int(n_boot, "n_boot", 1)
-    alpha = check_probability(alpha, "alpha")
-    if scheme not in SCHEMES:
-        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
-    if mode not in MODES:
-        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
-    top = check_int(top, "top", 1)
-    if batch_size is not None:
-        batch_size = check_int(batch_size, "batch_size", 1)
-    s = _setup(activations, concepts, kind=kind, function=function, top_k=top_k, a=a, lam=lam,
-               min_prob=min_prob, p_start=p_start, p_end=p_end, power=power,
-               top_fraction=top_fraction, scale_p=scale_p, min_norm=min_norm,
-               sample_weight=sample_weight, dtype=dtype)
+    n_boot, alpha, top, batch_size = _check_explain_options(n_boot, alpha, scheme, mode, top,
+                                                            batch_size)
+    s = _setup(activations, concepts, **options)
     n = s.ranking.n_samples
     if scheme == "predictive" and s.sample_weight is None:
         s.check_total(float(max(1, n // 2)), "a predictive (n/2) replicate")
@@ -477,8 +547,6 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     ties = np.empty((n_boot, n_neurons), np.int64)
     track = np.empty((n_boot, n_neurons, tracked_idx.shape[1]))
     counts: dict = {}
-    cand = np.arange(n_concepts)
-    rows = np.arange(n_neurons)[:, None]
     chunks = [(b0, min(n_boot, b0 + batch_size)) for b0 in range(0, n_boot, batch_size)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedSimilarityWarning)
@@ -490,13 +558,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
                 wi = w[i] if s.sample_weight is None else w[i] * s.sample_weight
                 s.check_total(float(wi.sum()), f"bootstrap replicate {b0 + i}")
                 rep[i] = s.scores(wi)
-            track[b0:b1] = rep[:, rows, tracked_idx]
-            part_counts: dict = {}
-            for j in range(n_neurons):
-                win, tied, part = argmax_votes(rep[:, j, :], cand, -np.inf, n_concepts)
-                winners[b0:b1, j] = win
-                ties[b0:b1, j] = tied
-                _add_counts(part_counts, j, part, (n_neurons, n_concepts + 1))
+            winners[b0:b1], ties[b0:b1], track[b0:b1], part_counts = _chunk_votes(
+                rep, tracked_idx)
             counts = merge_counts(counts, part_counts)
     votes = total_votes(counts) if counts else np.zeros((n_neurons, n_concepts + 1))
     t_split = time.perf_counter()
@@ -519,6 +582,49 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
         n_candidates=np.full(n_neurons, n_concepts, np.int64))
 
 
+def _check_explain_options(n_boot: Any, alpha: Any, scheme: Any, mode: Any, top: Any,
+                           batch_size: Any) -> tuple[int, float, int, int | None]:
+    n_boot = check_int(n_boot, "n_boot", 1)
+    alpha = check_probability(alpha, "alpha")
+    if scheme not in SCHEMES:
+        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
+    if mode not in MODES:
+        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
+    top = check_int(top, "top", 1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
+    return n_boot, alpha, top, batch_size
+
+
+def _chunk_votes(rep: np.ndarray, tracked_idx: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Winners, tie counts, tracked scores and tie-count dict of replicate scores
+    ``rep (B, n_neurons, n_concepts)``; per neuron."""
+    b, n_neurons, n_concepts = rep.shape
+    cand = np.arange(n_concepts)
+    winners = np.empty((b, n_neurons), np.int64)
+    ties = np.empty((b, n_neurons), np.int64)
+    counts: dict = {}
+    for j in range(n_neurons):
+        win, tied, part = argmax_votes(rep[:, j, :], cand, -np.inf, n_concepts)
+        winners[:, j] = win
+        ties[:, j] = tied
+        _add_counts(counts, j, part, (n_neurons, n_concepts + 1))
+    return winners, ties, rep[:, np.arange(n_neurons)[:, None], tracked_idx], counts
+
+
+def _fold_weight(s: _Setup | _Resolved, folds: np.ndarray, f: int) -> np.ndarray:
+    """Fold ``f``'s sample weights (times ``sample_weight``), checked."""
+    w = folds[f] if s.sample_weight is None else folds[f] * s.sample_weight
+    _check_total(s.opts, float(w.sum()), f"fold {f} of {folds.shape[0]} (split mode)")
+    return w
+
+
+def _label(sim: np.ndarray) -> np.ndarray:
+    order = rank_concepts(sim)
+    return np.where(np.isnan(sim).all(axis=1), -1, order[:, 0])
+
+
 def _fold_winners(s: _Setup, seed: np.random.SeedSequence, n_folds: int) -> np.ndarray:
     """Label of every neuron on each of ``n_folds`` disjoint folds, ``(n_folds, n_neurons)``.
 
@@ -528,13 +634,11 @@ def _fold_winners(s: _Setup, seed: np.random.SeedSequence, n_folds: int) -> np.n
     folds = fold_weights(seed, n_folds, n)
     out = np.empty((n_folds, s.ranking.activations.shape[1]), np.int64)
     for f in range(n_folds):
-        w = folds[f] if s.sample_weight is None else folds[f] * s.sample_weight
-        s.check_total(float(w.sum()), f"fold {f} of {n_folds} (split mode)")
+        w = _fold_weight(s, folds, f)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedSimilarityWarning)
             sim = s.scores(w)
-        order = rank_concepts(sim)
-        out[f] = np.where(np.isnan(sim).all(axis=1), -1, order[:, 0])
+        out[f] = _label(sim)
     return out
 
 

@@ -13,6 +13,17 @@ cumulative weights in sorted order). Every top-k function is computed from the s
 matrix ``S (n_neurons, k)`` of sample indices, so the weighted computation and the one
 on ``np.repeat``-materialised data read the same values in the same order: their
 results are bitwise equal.
+
+Neuron pieces
+-------------
+The soft-WPMI/WPMI concept prior pools every neuron, and a cosine is one matrix product
+over many neurons whose rounding can depend on how many share it. Both are computed in
+*pieces* of :data:`PIECE` consecutive neurons aligned to neuron 0: the prior as a
+per-piece (max, sum of exp) pair combined left to right over the pieces
+(:func:`prior_parts`, :func:`combine_prior`), the cosines piece by piece. A block of
+neurons that starts at a multiple of :data:`PIECE` therefore reproduces the whole
+layer's pieces bit for bit, which is what :mod:`neurocert.distributed` relies on. With
+at most :data:`PIECE` neurons there is one piece (the plain logsumexp).
 """
 
 from __future__ import annotations
@@ -24,9 +35,15 @@ import numpy as np
 
 __all__ = [
     "FUNCTIONS",
+    "PIECE",
+    "PMI_FUNCTIONS",
     "TOPK_FUNCTIONS",
     "Options",
     "Ranking",
+    "apply_prior",
+    "combine_prior",
+    "log_given",
+    "prior_parts",
     "rank_weights",
     "scores",
     "slots",
@@ -37,8 +54,12 @@ __all__ = [
 FUNCTIONS = ("soft_wpmi", "wpmi", "rank_reorder", "cos", "cos_cubed")
 #: the functions that read only each neuron's top samples
 TOPK_FUNCTIONS = ("soft_wpmi", "wpmi", "rank_reorder")
+#: the functions with a concept prior pooled over the neurons
+PMI_FUNCTIONS = ("soft_wpmi", "wpmi")
 #: elements of one gathered (neurons, slots, concepts) block
 BLOCK_ELEMENTS = 2**18
+#: neurons per piece of the concept prior and of the cosines (aligned to neuron 0)
+PIECE = 64
 
 
 @dataclass(frozen=True)
@@ -218,12 +239,40 @@ def _log_given(s: np.ndarray, table: np.ndarray, p_rank: np.ndarray | None,
     return out
 
 
+def prior_parts(lg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per piece of :data:`PIECE` neurons (rows of ``lg`` from a piece boundary): the max
+    over the piece's neurons and the sum of ``exp(lg - max)``, each ``(n_pieces, C)``."""
+    lg = np.asarray(lg, dtype=np.float64)
+    cuts = range(0, lg.shape[0], PIECE)
+    tops, sums = [], []
+    for p0 in cuts:
+        piece = lg[p0:p0 + PIECE]
+        top = piece.max(axis=0)
+        tops.append(top)
+        sums.append(np.exp(piece - top).sum(axis=0))
+    return np.stack(tops), np.stack(sums)
+
+
+def combine_prior(tops: np.ndarray, sums: np.ndarray, n_neurons: int) -> np.ndarray:
+    """``log P(d) = logsumexp_neurons log P(d|E) - log(n_neurons)`` from the pieces of
+    :func:`prior_parts` of all neurons, in piece order (a fixed order: bitwise reproducible)."""
+    top = tops.max(axis=0)
+    total = sums[0] * np.exp(tops[0] - top)
+    for k in range(1, tops.shape[0]):
+        total = total + sums[k] * np.exp(tops[k] - top)
+    return top + np.log(total) - math.log(n_neurons)
+
+
+def apply_prior(lg: np.ndarray, prior: np.ndarray, lam: float) -> np.ndarray:
+    """``log P(d|E) - lam log P(d)`` (float64)."""
+    return np.asarray(lg, dtype=np.float64) - lam * prior[None, :]
+
+
 def _pmi(log_given: np.ndarray, lam: float) -> np.ndarray:
     """``log P(d|E) - lam log P(d)`` with ``log P(d) = logsumexp_neurons - log(n_neurons)``."""
     lg = log_given.astype(np.float64)
-    top = lg.max(axis=0)
-    prior = top + np.log(np.exp(lg - top).sum(axis=0)) - math.log(lg.shape[0])
-    return lg - lam * prior[None, :]
+    tops, sums = prior_parts(lg)
+    return apply_prior(lg, combine_prior(tops, sums, lg.shape[0]), lam)
 
 
 def _rank_reorder(s: np.ndarray, activations: np.ndarray, raw: np.ndarray,
@@ -257,6 +306,13 @@ def _rank_reorder(s: np.ndarray, activations: np.ndarray, raw: np.ndarray,
 
 def _weighted_cos(activations: np.ndarray, raw: np.ndarray, weights: np.ndarray | None,
                   opts: Options) -> np.ndarray:
+    """Cosines of every neuron with every concept, computed in pieces of :data:`PIECE`."""
+    return np.concatenate([_weighted_cos_piece(activations[:, p0:p0 + PIECE], raw, weights, opts)
+                           for p0 in range(0, activations.shape[1], PIECE)])
+
+
+def _weighted_cos_piece(activations: np.ndarray, raw: np.ndarray, weights: np.ndarray | None,
+                        opts: Options) -> np.ndarray:
     a = np.asarray(activations, dtype=np.float64)
     r = np.asarray(raw, dtype=np.float64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
@@ -277,21 +333,35 @@ def _weighted_cos(activations: np.ndarray, raw: np.ndarray, weights: np.ndarray 
     return np.where(np.isfinite(sim), sim, np.nan)
 
 
+def log_given(opts: Options, ranking: Ranking, table: np.ndarray,
+              weights: np.ndarray | None, p_rank: np.ndarray | None) -> np.ndarray:
+    """soft-WPMI/WPMI ``log P(d|E)`` of every neuron, ``(n_neurons, n_concepts)`` in the
+    table's dtype; per neuron (it does not depend on the other neurons)."""
+    total = ranking.n_samples if weights is None else float(weights.sum())
+    s = slots(ranking, weights, opts.n_top(total))
+    soft = opts.function == "soft_wpmi"
+    return _log_given(s, table, p_rank if soft else None, opts.min_prob,
+                      group_size(opts, table.dtype) if soft else 1)
+
+
 def scores(opts: Options, ranking: Ranking, table: np.ndarray, raw: np.ndarray,
-           weights: np.ndarray | None, p_rank: np.ndarray | None) -> np.ndarray:
+           weights: np.ndarray | None, p_rank: np.ndarray | None, *,
+           prior: np.ndarray | None = None) -> np.ndarray:
     """Similarity ``(n_neurons, n_concepts)`` under integer sample ``weights`` (None: all 1).
 
     ``table`` is ``softmax(a cos)`` (or the probabilities) for soft-WPMI, its
     ``log(. + min_prob)`` for WPMI; ``raw`` the concept values for the other functions.
+    ``prior`` (soft-WPMI/WPMI): ``log P(d)`` computed elsewhere (over a whole layer of
+    which these neurons are a block); default: pooled over the neurons given.
     """
     f = opts.function
     if f in ("cos", "cos_cubed"):
         return _weighted_cos(ranking.activations, raw, weights, opts)
-    total = ranking.n_samples if weights is None else float(weights.sum())
-    s = slots(ranking, weights, opts.n_top(total))
     if f == "rank_reorder":
+        total = ranking.n_samples if weights is None else float(weights.sum())
+        s = slots(ranking, weights, opts.n_top(total))
         return _rank_reorder(s, ranking.activations, raw, opts)
-    soft = f == "soft_wpmi"
-    lg = _log_given(s, table, p_rank if soft else None, opts.min_prob,
-                    group_size(opts, table.dtype) if soft else 1)
+    lg = log_given(opts, ranking, table, weights, p_rank)
+    if prior is not None:
+        return apply_prior(lg, prior, opts.lam)
     return _pmi(lg, opts.lam)

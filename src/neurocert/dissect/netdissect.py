@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _backend
 from .._intervals import kl_interval
 from .._progress import progress
 from .._validation import check_int, check_n_folds, check_names, check_probability
@@ -275,8 +276,9 @@ def _sums_at(t: NetDissectTally, bins: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _band_delta(t: NetDissectTally, name: str, delta: float) -> float:
     if name == "bound":
         return delta * THRESHOLD_SHARE
-    harmonic = float(np.sum(1.0 / np.arange(1, t.n_units + 1)))
-    return delta / (2 * t.n_units * harmonic)
+    m = t.n_layer_units
+    harmonic = float(np.sum(1.0 / np.arange(1, m + 1)))
+    return delta / (2 * m * harmonic)
 
 
 def _band_sums(t: NetDissectTally, name: str, delta: float
@@ -321,9 +323,12 @@ def _band_bins(t: NetDissectTally, d_band: float) -> tuple[np.ndarray, np.ndarra
     return inner.astype(np.int64), outer.astype(np.int64)
 
 
-def _limits(t: NetDissectTally, i_in, a_in, i_out, a_out, label, delta_rest, n_sim
+def _limits(t: Any, i_in, a_in, i_out, a_out, label, delta_rest, n_sim
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Simultaneous IoU limits from the box of Bernoulli-KL intervals (docs/theory.md 2.3)."""
+    """Simultaneous IoU limits from the box of Bernoulli-KL intervals (docs/theory.md 2.3).
+
+    ``t`` needs only ``n_images`` and ``pixels_per_image`` (a tally or a :class:`_Scale`).
+    """
     n = t.n_images
     scale = float(n * t.pixels_per_image)
     de = np.asarray(delta_rest, float) / (3 * n_sim)
@@ -368,7 +373,7 @@ class NetDissectResult(IdentificationResult):
             raise ValidationError(
                 "p-values need the tally; they are available on results of netdissect() "
                 "in this session, not on loaded results")
-        t, d_band, i_in, a_in, i_out, a_out, label = pv
+        scale, d_band, i_in, a_in, i_out, a_out, label = pv
         best = np.maximum(self.best, 0)
         rows = np.arange(self.n_neurons)
         args = (i_in[rows, best], a_in[rows, best], i_out[rows, best], a_out[rows, best],
@@ -377,7 +382,7 @@ class NetDissectResult(IdentificationResult):
         lvl = float(level)
 
         def lower_at(d):
-            return _limits(t, *args, d - d_band, n_sim)[0]
+            return _limits(scale, *args, d - d_band, n_sim)[0]
 
         return bisect_p_values(lower_at, np.asarray(self.best), lvl)
 
@@ -418,17 +423,36 @@ class NetDissectResult(IdentificationResult):
                             multiplicity=multiplicity)
 
 
-def netdissect_identify(t: NetDissectTally, *, delta: float | None = None, top_k: int = 5,
-                        unit_names: Any = None, detector_iou: float = DETECTOR_IOU
-                        ) -> NetDissectResult:
-    """Labels and certificates from a tally (see :func:`netdissect`)."""
-    t0 = time.perf_counter()
-    if delta is None:
-        delta = t.delta if t.delta is not None else 0.05
-    delta = check_probability(delta, "delta")
-    if not (isinstance(top_k, (int, np.integer)) and top_k >= 1):
-        raise ValidationError(f"`top_k` must be a positive integer; got {top_k!r}")
-    names = check_names(unit_names, t.n_units, "unit")
+@dataclass(frozen=True)
+class _Scale:
+    """What :func:`_limits` needs of a tally (kept by results instead of the tally)."""
+
+    n_images: int
+    pixels_per_image: int
+
+
+@dataclass(frozen=True, eq=False)
+class _IdentPart:
+    """Per-unit identification arrays of one block of units (all units in memory)."""
+
+    similarity: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    null: np.ndarray
+    best: np.ndarray
+    top: np.ndarray
+    certified_sets: tuple
+    regret_bound: np.ndarray
+    thresholds: np.ndarray
+    band_bound: float
+    band_p: float
+    pv_sums: tuple  # (i_in, a_in, i_out, a_out), each (units, C)
+    label: np.ndarray
+    meta: dict
+
+
+def _identify_part(t: NetDissectTally, delta: float, top_k: int) -> _IdentPart:
+    """Everything of :func:`netdissect_identify` that is per unit (no names, no timing)."""
     inter, ua = _sums_at(t, t.threshold_bin)
     label = np.asarray(t.label_pixels.sum(axis=0), np.float64).reshape(-1)
     sim = _iou(inter, ua, label[None, :])
@@ -447,31 +471,78 @@ def netdissect_identify(t: NetDissectTally, *, delta: float | None = None, top_k
     sets = certified_sets(lower, upper, order)
     rows = np.arange(t.n_units)
     regret = np.where(best >= 0, upper.max(axis=1) - lower[rows, np.maximum(best, 0)], np.nan)
+    pv = _band_sums(t, "p_value", delta)
+    meta = {"quantile": t.quantile, "categories": list(t.categories),
+            "label_category": [int(x) for x in t.label_category],
+            "map_shape": list(t.map_shape), "mask_shape": list(t.mask_shape),
+            "labels": list(t.labels), "n_images": int(t.n_images),
+            "pixels_per_image": int(t.pixels_per_image)}
+    return _IdentPart(
+        similarity=sim, lower=lower, upper=upper, null=null, best=best.astype(np.int64),
+        top=order[:, :min(top_k, t.n_concepts)].astype(np.int64), certified_sets=sets,
+        regret_bound=regret, thresholds=np.asarray(t.thresholds), band_bound=d_band,
+        band_p=pv[0], pv_sums=tuple(pv[1:]), label=label, meta=meta)
+
+
+def _assemble_identification(parts: list[_IdentPart], *, delta: float, top_k: int,
+                             names: list[str], detector_iou: float,
+                             timings: dict[str, float]) -> NetDissectResult:
+    """One :class:`NetDissectResult` from the parts of consecutive blocks of units."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    meta = parts[0].meta
+    d_band = parts[0].band_bound
     params = {
-        "method": "netdissect", "quantile": t.quantile,
-        "thresholds": [float(x) for x in t.thresholds], "detector_iou": float(detector_iou),
-        "categories": list(t.categories), "label_category": [int(x) for x in t.label_category],
-        "map_shape": list(t.map_shape), "mask_shape": list(t.mask_shape),
-        "grouped": True, "independent_unit": "image", "top_k": int(top_k),
-        "threshold_band_delta": d_band,
-        "conditional_on_threshold": t.quantile is None,
+        "method": "netdissect", "quantile": meta["quantile"],
+        "thresholds": [float(x) for x in cat("thresholds")],
+        "detector_iou": float(detector_iou), "categories": list(meta["categories"]),
+        "label_category": list(meta["label_category"]), "map_shape": list(meta["map_shape"]),
+        "mask_shape": list(meta["mask_shape"]), "grouped": True, "independent_unit": "image",
+        "top_k": int(top_k), "threshold_band_delta": d_band,
+        "conditional_on_threshold": meta["quantile"] is None,
     }
     res = NetDissectResult(
-        metric="iou", delta=delta, similarity=sim, lower=lower, upper=upper, null=null,
-        best=best.astype(np.int64), top=order[:, :min(top_k, t.n_concepts)].astype(np.int64),
-        certified_sets=sets, regret_bound=regret, neuron_names=names,
-        concept_names=list(t.labels), n_samples=t.n_images, n_units=float(t.n_images),
-        parameters=params, timings={**t.timings, "identify_s": time.perf_counter() - t0})
-    pv = _band_sums(t, "p_value", delta)
-    object.__setattr__(res, "_pv", (t, pv[0], *pv[1:], label))
+        metric="iou", delta=delta, similarity=cat("similarity"), lower=cat("lower"),
+        upper=cat("upper"), null=cat("null"), best=cat("best"), top=cat("top"),
+        certified_sets=tuple(x for p in parts for x in p.certified_sets),
+        regret_bound=cat("regret_bound"), neuron_names=names,
+        concept_names=list(meta["labels"]), n_samples=meta["n_images"],
+        n_units=float(meta["n_images"]), parameters=params, timings=timings)
+    sums = tuple(np.concatenate([p.pv_sums[i] for p in parts]) for i in range(4))
+    object.__setattr__(res, "_pv", (_Scale(meta["n_images"], meta["pixels_per_image"]),
+                                    parts[0].band_p, *sums, parts[0].label))
     return res
+
+
+def _check_identify_options(delta: Any, top_k: Any) -> float:
+    delta = check_probability(delta, "delta")
+    if not (isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool)
+            and top_k >= 1):
+        raise ValidationError(f"`top_k` must be a positive integer; got {top_k!r}")
+    return delta
+
+
+def netdissect_identify(t: NetDissectTally, *, delta: float | None = None, top_k: int = 5,
+                        unit_names: Any = None, detector_iou: float = DETECTOR_IOU
+                        ) -> NetDissectResult:
+    """Labels and certificates from a tally (see :func:`netdissect`)."""
+    t0 = time.perf_counter()
+    if delta is None:
+        delta = t.delta if t.delta is not None else 0.05
+    delta = _check_identify_options(delta, top_k)
+    names = check_names(unit_names, t.n_units, "unit")
+    part = _identify_part(t, delta, int(top_k))
+    return _assemble_identification(
+        [part], delta=delta, top_k=int(top_k), names=names, detector_iou=detector_iou,
+        timings={**t.timings, "identify_s": time.perf_counter() - t0})
 
 
 def netdissect(activations: Any, segmentation: Any, *, quantile: float = 0.005,
                delta: float = 0.05, thresholds: Any = None, top_k: int = 5,
                unit_names: Any = None, detector_iou: float = DETECTOR_IOU,
-               batch_size: int | None = None, progress_bar: bool = False
-               ) -> NetDissectResult:
+               batch_size: int | None = None, progress_bar: bool = False,
+               backend: str = "memory", client: Any = None) -> NetDissectResult:
     """Network Dissection of one layer, with certified IoU limits.
 
     Parameters
@@ -494,6 +565,13 @@ def netdissect(activations: Any, segmentation: Any, *, quantile: float = 0.005,
         NetDissect's detector level (0.04).
     batch_size : int, optional
     progress_bar : bool
+    backend : {"memory", "blocks", "dask"}
+        ``"blocks"``/``"dask"``: tally and certify blocks of units one after another in
+        this process, or as Dask tasks (:func:`neurocert.distributed.netdissect`); the
+        result is equal field by field.
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        LocalCluster for this call.
 
     Returns
     -------
@@ -509,6 +587,15 @@ def netdissect(activations: Any, segmentation: Any, *, quantile: float = 0.005,
     carrying ``c``. The bound treats images as i.i.d.; details in
     ``docs/netdissect.md``.
     """
+    if _backend.wants_blocks(backend, client):
+        from .. import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.netdissect(
+                activations, segmentation, quantile=quantile, delta=delta,
+                thresholds=thresholds, top_k=top_k, unit_names=unit_names,
+                detector_iou=detector_iou, batch_size=batch_size, client=cl,
+                progress=progress_bar)
     t = netdissect_tally(activations, segmentation, quantile=quantile, thresholds=thresholds,
                          delta=delta, batch_size=batch_size, progress_bar=progress_bar)
     return netdissect_identify(t, delta=delta, top_k=top_k, unit_names=unit_names,
@@ -534,13 +621,114 @@ def _votes(t: NetDissectTally, w: np.ndarray, threshold: str, tracked: np.ndarra
     return winners, ties, track, int(oog.sum())
 
 
+@dataclass(frozen=True, eq=False)
+class _ExplainPart:
+    """Per-unit bootstrap and split outputs of one block of units."""
+
+    votes: np.ndarray          # (units, C + 1)
+    winners: np.ndarray        # (B, units)
+    ties: np.ndarray           # (B, units)
+    tracked: np.ndarray        # (B, units, top)
+    out_of_grid: int
+    fold_winners: np.ndarray | None  # (K, units)
+
+
+def _replicate_batch(t: NetDissectTally, n_boot: int) -> int:
+    """Default replicates per chunk (about BATCH_BYTES of working arrays; never changes results)."""
+    per = 8 * (t.n_images * (1 + len(t.categories)) + 4 * t.n_layer_units * t.n_concepts
+               + t.lowres.shape[1] * t.n_layer_units // max(1, t.n_units))
+    return int(max(1, min(n_boot, BATCH_BYTES // max(per, 1))))
+
+
+def _explain_part(t: NetDissectTally, tracked: np.ndarray, *, seed: np.random.SeedSequence,
+                  n_boot: int, batch_size: int, threshold: str, scheme: str, mode: str,
+                  n_folds: int | None, progress_bar: bool = False) -> _ExplainPart:
+    """Replicate votes of the units of ``t`` (every block regenerates the same weights)."""
+    n = t.n_images
+    counts: dict = {}
+    winners, ties, track = [], [], []
+    out_of_grid = 0
+    run_boot = mode in ("bootstrap", "both")
+    chunks = [(b0, min(n_boot, b0 + batch_size)) for b0 in range(0, n_boot, batch_size)] \
+        if run_boot else []
+    for b0, b1 in progress(chunks, total=len(chunks), desc="bootstrap", enabled=progress_bar):
+        w = replicate_weights(seed, range(b0, b1), n, scheme=scheme, dtype=np.float64)
+        win, tie, tr, oog = _votes(t, w, threshold, tracked, counts)
+        winners.append(win)
+        ties.append(tie)
+        track.append(tr)
+        out_of_grid += oog
+    empty = np.empty((0, t.n_units), np.int64)
+    fold_winners = None
+    if mode in ("split", "both"):
+        folds = fold_weights(seed, n_folds, n).astype(np.float64)
+        fold_winners, _, _, _ = _votes(t, folds, threshold, tracked, {})
+    return _ExplainPart(
+        votes=total_votes(counts) if counts else np.zeros((t.n_units, t.n_concepts + 1)),
+        winners=np.concatenate(winners) if winners else empty,
+        ties=np.concatenate(ties) if ties else empty.copy(),
+        tracked=(np.concatenate(track) if track else
+                 np.empty((0, t.n_units, tracked.shape[1]))),
+        out_of_grid=out_of_grid, fold_winners=fold_winners)
+
+
+def _check_explain_options(n_boot: Any, alpha: Any, scheme: Any, threshold: Any,
+                           mode: Any) -> tuple[int, float]:
+    n_boot = check_int(n_boot, "n_boot", 1)
+    if scheme not in SCHEMES:
+        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
+    alpha = check_probability(alpha, "alpha")
+    if threshold not in THRESHOLDS:
+        raise ValidationError(f"`threshold` must be one of {THRESHOLDS}; got {threshold!r}")
+    if mode not in MODES:
+        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
+    return n_boot, alpha
+
+
+def _assemble_explanation(ident: NetDissectResult, parts: list[_ExplainPart], *,
+                          seed: np.random.SeedSequence, n_boot: int, alpha: float,
+                          threshold: str, scheme: str, mode: str, n_folds: int | None,
+                          n_bins: int, top_k: int, timings: dict[str, float],
+                          stacklevel: int = 3) -> ExplanationResult:
+    """One :class:`ExplanationResult` from the parts of consecutive blocks of units."""
+    n_units, n_concepts = ident.similarity.shape
+    out_of_grid = int(sum(p.out_of_grid for p in parts))
+    if out_of_grid:
+        warnings.warn(
+            f"{out_of_grid} of {n_boot * n_units} (replicate, unit) thresholds fell outside "
+            "the candidate grid and were clamped to its edge; their counts are approximate "
+            "(widen the grid: more images or a larger quantile)", OutOfGridWarning,
+            stacklevel=stacklevel)
+    split_sets = fold_winners = None
+    if mode in ("split", "both"):
+        fold_winners = np.concatenate([p.fold_winners for p in parts], axis=1)
+        split_sets = split_conformal_sets(fold_winners, n_concepts, alpha, ident.similarity)
+    params = {
+        "method": "netdissect", "metric": "iou", "n_boot": n_boot, "alpha": alpha,
+        "delta": ident.delta, "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
+        "scheme": scheme, "threshold_mode": threshold,
+        "quantile": ident.parameters["quantile"], "n_bins": int(n_bins), "grouped": True,
+        "independent_unit": "image", "out_of_grid": out_of_grid, "prune": False,
+        "black_box": False, "seed_entropy": str(seed.entropy),
+        "seed_spawn_key": list(seed.spawn_key), "top_k": int(top_k),
+    }
+    return ExplanationResult.build(
+        identification=ident, votes=np.concatenate([p.votes for p in parts]),
+        winners=np.concatenate([p.winners for p in parts], axis=1),
+        ties=np.concatenate([p.ties for p in parts], axis=1),
+        tracked=np.concatenate([p.tracked for p in parts], axis=1),
+        alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,
+        parameters=params, timings=timings,
+        n_candidates=np.full(n_units, n_concepts, np.int64))
+
+
 def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: int = 1000,
                        alpha: float = 0.05, rng: Any = None, threshold: str = "recomputed",
                        quantile: float = 0.005, n_bins: int = 128, delta: float = 0.05,
                        scheme: str = "multinomial", mode: str = "bootstrap",
                        n_folds: int | None = None, top_k: int = 5, unit_names: Any = None,
-                       batch_size: int | None = None, progress_bar: bool = False
-                       ) -> ExplanationResult:
+                       batch_size: int | None = None, progress_bar: bool = False,
+                       backend: str = "memory", client: Any = None) -> ExplanationResult:
     """BE for NetDissect: label distributions over bootstrap resamples of the images.
 
     Parameters
@@ -570,21 +758,35 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
     n_folds, top_k, unit_names, batch_size, progress_bar
         ``batch_size`` is the number of replicates per chunk (results do not depend
         on it).
+    backend : {"memory", "blocks", "dask"}
+        ``"blocks"``/``"dask"``: blocks of units tallied and resampled one after another
+        in this process, or as Dask tasks (:func:`neurocert.distributed.netdissect_explain`;
+        activation maps only, not a tally); the result is equal field by field.
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address; default: a
+        LocalCluster for this call.
 
     Returns
     -------
     ExplanationResult
         Its ``identification`` is the :class:`NetDissectResult` of the same tally.
     """
+    if _backend.wants_blocks(backend, client):
+        if isinstance(activations, NetDissectTally):
+            raise ValidationError(
+                f"backend={backend!r} tallies blocks of units itself: pass the activation "
+                "maps and the segmentation, not a NetDissectTally (or use backend='memory')")
+        from .. import distributed
+
+        with _backend.dask_client(backend, client) as cl:
+            return distributed.netdissect_explain(
+                activations, segmentation, n_boot=n_boot, alpha=alpha, rng=rng,
+                threshold=threshold, quantile=quantile, n_bins=n_bins, delta=delta,
+                scheme=scheme, mode=mode, n_folds=n_folds, top_k=top_k,
+                unit_names=unit_names, batch_size=batch_size, client=cl,
+                progress=progress_bar)
     t0 = time.perf_counter()
-    n_boot = check_int(n_boot, "n_boot", 1)
-    if scheme not in SCHEMES:
-        raise ValidationError(f"`scheme` must be one of {SCHEMES}; got {scheme!r}")
-    alpha = check_probability(alpha, "alpha")
-    if threshold not in THRESHOLDS:
-        raise ValidationError(f"`threshold` must be one of {THRESHOLDS}; got {threshold!r}")
-    if mode not in MODES:
-        raise ValidationError(f"`mode` must be one of {MODES}; got {mode!r}")
+    n_boot, alpha = _check_explain_options(n_boot, alpha, scheme, threshold, mode)
     if isinstance(activations, NetDissectTally):
         t = activations
     else:
@@ -599,63 +801,19 @@ def netdissect_explain(activations: Any, segmentation: Any = None, *, n_boot: in
             "netdissect_explain needs at least 2 concepts")
     ident = netdissect_identify(t, delta=delta, top_k=top_k, unit_names=unit_names)
     seed = as_seed_sequence(rng)
-    n = t.n_images
     if batch_size is None:
-        per = 8 * (n * (1 + len(t.categories)) + 4 * t.n_units * t.n_concepts
-                   + t.lowres.shape[1])
-        batch_size = int(max(1, min(n_boot, BATCH_BYTES // max(per, 1))))
+        batch_size = _replicate_batch(t, n_boot)
     else:
         batch_size = check_int(batch_size, "batch_size", 1)
-    tracked = ident.top
-    counts: dict = {}
-    winners, ties, track = [], [], []
-    out_of_grid = 0
-    t1 = time.perf_counter()
-    run_boot = mode in ("bootstrap", "both")
-    chunks = [(b0, min(n_boot, b0 + batch_size)) for b0 in range(0, n_boot, batch_size)] \
-        if run_boot else []
-    for b0, b1 in progress(chunks, total=len(chunks), desc="bootstrap", enabled=progress_bar):
-        w = replicate_weights(seed, range(b0, b1), n, scheme=scheme, dtype=np.float64)
-        win, tie, tr, oog = _votes(t, w, threshold, tracked, counts)
-        winners.append(win)
-        ties.append(tie)
-        track.append(tr)
-        out_of_grid += oog
-    if out_of_grid:
-        warnings.warn(
-            f"{out_of_grid} of {n_boot * t.n_units} (replicate, unit) thresholds fell outside "
-            "the candidate grid and were clamped to its edge; their counts are approximate "
-            "(widen the grid: more images or a larger quantile)", OutOfGridWarning,
-            stacklevel=2)
-    empty = np.empty((0, t.n_units), np.int64)
-    winners_a = np.concatenate(winners) if winners else empty
-    ties_a = np.concatenate(ties) if ties else empty
-    track_a = (np.concatenate(track) if track else
-               np.empty((0, t.n_units, tracked.shape[1])))
-    votes = total_votes(counts) if counts else np.zeros((t.n_units, t.n_concepts + 1))
-    t2 = time.perf_counter()
-    split_sets = fold_winners = None
     if mode in ("split", "both"):
-        n_folds = check_n_folds(n_folds, alpha, n, "images")
-        fold_counts: dict = {}
-        folds = fold_weights(seed, n_folds, n).astype(np.float64)
-        fold_winners, _, _, _ = _votes(t, folds, threshold, tracked,
-                                       fold_counts)
-        split_sets = split_conformal_sets(fold_winners, t.n_concepts, alpha, ident.similarity)
-    params = {
-        "method": "netdissect", "metric": "iou", "n_boot": n_boot, "alpha": alpha,
-        "delta": ident.delta, "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
-        "scheme": scheme, "threshold_mode": threshold, "quantile": t.quantile,
-        "n_bins": t.n_bins, "grouped": True, "independent_unit": "image",
-        "out_of_grid": int(out_of_grid), "prune": False, "black_box": False,
-        "seed_entropy": str(seed.entropy), "seed_spawn_key": list(seed.spawn_key),
-        "top_k": int(top_k),
-    }
-    timings = {**ident.timings, "bootstrap_s": t2 - t1, "split_s": time.perf_counter() - t2,
-               "total_s": time.perf_counter() - t0}
-    return ExplanationResult.build(
-        identification=ident, votes=votes, winners=winners_a, ties=ties_a, tracked=track_a,
-        alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,
-        parameters=params, timings=timings,
-        n_candidates=np.full(t.n_units, t.n_concepts, np.int64))
-
+        n_folds = check_n_folds(n_folds, alpha, t.n_images, "images")
+    t1 = time.perf_counter()
+    part = _explain_part(t, ident.top, seed=seed, n_boot=n_boot, batch_size=batch_size,
+                         threshold=threshold, scheme=scheme, mode=mode, n_folds=n_folds,
+                         progress_bar=progress_bar)
+    t2 = time.perf_counter()
+    timings = {**ident.timings, "bootstrap_s": t2 - t1, "total_s": time.perf_counter() - t0}
+    return _assemble_explanation(ident, [part], seed=seed, n_boot=n_boot, alpha=alpha,
+                                 threshold=threshold, scheme=scheme, mode=mode,
+                                 n_folds=n_folds, n_bins=t.n_bins, top_k=top_k,
+                                 timings=timings)

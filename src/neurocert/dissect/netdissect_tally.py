@@ -274,6 +274,10 @@ class NetDissectTally:
     unit_min : ndarray (n_units,)
         Each unit's smallest low-resolution value (nothing lies below the grid when
         the grid reaches it).
+    layer_units : int or None
+        Units of the whole layer when this tally holds a block of them (the p-value
+        threshold band is at ``delta / (2 m H_m)`` with ``m`` the layer's units);
+        None: the units tallied (:attr:`n_layer_units`).
     """
 
     quantile: float | None
@@ -295,10 +299,16 @@ class NetDissectTally:
     delta: float | None = None
     unit_min: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict, repr=False)
+    layer_units: int | None = None
 
     @property
     def n_units(self) -> int:
         return self.grid.shape[0]
+
+    @property
+    def n_layer_units(self) -> int:
+        """Units of the layer (``m`` of the p-value band): ``layer_units`` or ``n_units``."""
+        return self.n_units if self.layer_units is None else int(self.layer_units)
 
     @property
     def n_concepts(self) -> int:
@@ -342,7 +352,8 @@ def _image_labels(seg: SegmentationSet, i: int, n_labels: int, hw: int,
 def netdissect_tally(activations: Any, segmentation: SegmentationSet, *,
                      quantile: float = 0.005, thresholds: Any = None, n_bins: int = 0,
                      delta: float = 0.05, batch_size: int | None = None,
-                     progress_bar: bool = False) -> NetDissectTally:
+                     progress_bar: bool = False,
+                     layer_units: int | None = None) -> NetDissectTally:
     """Tally a layer's activation maps against a segmentation set (one streaming pass).
 
     Parameters
@@ -366,6 +377,10 @@ def netdissect_tally(activations: Any, segmentation: SegmentationSet, *,
     batch_size : int, optional
         Images per chunk (default: about 64 MB of upsampled maps).
     progress_bar : bool
+    layer_units : int, optional
+        When ``activations`` holds a block of a layer's units (the block backends): the
+        layer's number of units, which sets the p-value threshold band
+        ``delta / (2 m H_m)`` so a block's tally equals the whole layer's on its units.
 
     Returns
     -------
@@ -387,6 +402,14 @@ def netdissect_tally(activations: Any, segmentation: SegmentationSet, *,
             n_bins != 0 and n_bins < 64):
         raise ValidationError(f"`n_bins` must be 0 or an integer >= 64; got {n_bins!r}")
     n, n_units, h, w = acts.shape
+    if layer_units is not None:
+        if isinstance(layer_units, bool) or not isinstance(layer_units, (int, np.integer)) \
+                or layer_units < n_units:
+            raise ValidationError(
+                f"`layer_units` must be an integer >= the {n_units} units given; "
+                f"got {layer_units!r}")
+        layer_units = int(layer_units)
+    m_units = n_units if layer_units is None else layer_units
     big_h, big_w = (int(s) for s in seg.mask_shape)
     hw, big_hw = h * w, big_h * big_w
     dt = _work_dtype(acts)
@@ -424,9 +447,9 @@ def netdissect_tally(activations: Any, segmentation: SegmentationSet, *,
 
         design = Design(total=float(total), n_units=float(n), grouped=True,
                         group_size=float(hw), equal_groups=True, top_frac=q)
-        harmonic = float(np.sum(1.0 / np.arange(1, n_units + 1)))
+        harmonic = float(np.sum(1.0 / np.arange(1, m_units + 1)))
         deltas = {"bound": delta * THRESHOLD_SHARE,
-                  "p_value": delta / (2 * n_units * harmonic)}
+                  "p_value": delta / (2 * m_units * harmonic)}
         ranks = {}
         for name, d in deltas.items():
             k_lo, k_hi = threshold_band(design, d)
@@ -580,7 +603,7 @@ def netdissect_tally(activations: Any, segmentation: SegmentationSet, *,
         label_pixels=label_pixels, annotated=annotated, label_category=label_category,
         labels=labels, categories=categories, map_shape=(h, w), mask_shape=(big_h, big_w),
         n_images=n, delta=delta if q is not None else None, unit_min=unit_min,
-        timings={"tally_s": time.perf_counter() - t0})
+        timings={"tally_s": time.perf_counter() - t0}, layer_units=layer_units)
 
 
 def _bins(unit: np.ndarray, values: np.ndarray, grid_asc: np.ndarray, *,

@@ -8,7 +8,10 @@ cut-offs) are computed inside its block; bootstrap replicates are regenerated in
 each block from the seed (a pure function of seed, replicate and sample block), so
 results are identical to the single-machine run for the same seed whatever the
 block size or number of workers. The few quantities that span neurons are a
-separate, ordered reduction over samples (:func:`reduce_samples`).
+separate, ordered reduction over samples (:func:`reduce_samples`) or, for
+CLIP-Dissect's concept prior, over pieces of neurons (:mod:`.dissect`). NetDissect and
+CLIP-Dissect scoring run here too (:func:`netdissect`, :func:`netdissect_explain`,
+:func:`concept_scores`, :func:`clip_dissect`, :func:`clip_dissect_explain`).
 
 ``client=None`` runs the blocks one after another in this process (bounded
 memory: one block at a time); a ``distributed.Client`` or a scheduler address
@@ -29,6 +32,13 @@ from .api import (
     reduce_samples,
     similarity,
 )
+from .dissect import (
+    clip_dissect,
+    clip_dissect_explain,
+    concept_scores,
+    netdissect,
+    netdissect_explain,
+)
 
 __all__ = [
     "CANONICAL_BLOCK",
@@ -36,8 +46,13 @@ __all__ = [
     "BlockIdentificationResult",
     "BlockRunner",
     "bootstrap_explain",
+    "clip_dissect",
+    "clip_dissect_explain",
+    "concept_scores",
     "identify",
     "map_neuron_blocks",
+    "netdissect",
+    "netdissect_explain",
     "neuron_blocks",
     "reduce_samples",
     "similarity",
