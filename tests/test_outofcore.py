@@ -69,6 +69,29 @@ def test_convert_npy_npz_parquet_round_trip(tmp_path):
     assert z3.attrs["columns"] == [f"n{i}" for i in range(7)]
 
 
+def test_write_array_is_atomic(tmp_path):
+    """A failed write leaves the path as it was: no half-written store, the old array intact."""
+    path = tmp_path / "a.zarr"
+    old = np.arange(12, dtype=np.float32).reshape(6, 2)
+    storage.write_array(path, iter([old]), old.shape, np.float32)
+
+    def failing():
+        yield np.zeros((3, 2))
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError, match="source broke"):
+        storage.write_array(path, failing(), (6, 2), np.float32, overwrite=True)
+    with pytest.raises(ValidationError, match="wrote 3 rows"):
+        storage.write_array(path, iter([np.zeros((3, 2))]), (6, 2), np.float32, overwrite=True)
+    np.testing.assert_array_equal(storage.read_columns(storage.open_array(path), 0, 2), old)
+    with pytest.raises(RuntimeError):
+        storage.write_array(tmp_path / "new.zarr", failing(), (6, 2), np.float32)
+    assert not (tmp_path / "new.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr"]  # no temporary left
+    new = storage.write_array(path, iter([old + 1]), old.shape, np.float32, overwrite=True)
+    np.testing.assert_array_equal(new[:], old + 1)
+
+
 def test_read_columns_and_open(layer):
     a, _, root = layer
     for src in (root / "a.zarr", root / "a.npy"):

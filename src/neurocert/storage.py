@@ -166,7 +166,16 @@ def write_array(path: str | os.PathLike[str], chunks_iter: Iterator[np.ndarray],
     Returns
     -------
     zarr.Array
+
+    Notes
+    -----
+    Written atomically (:func:`neurocert.results.atomic_dir`): the array is built in
+    a hidden sibling directory and renamed into place only once every row is
+    written, so an interrupted or failed write leaves ``path`` as it was (an
+    existing array stays intact; no half-written store appears).
     """
+    from .results import atomic_dir
+
     zarr = require("zarr", "writing a Zarr store")
     p = Path(path)
     if p.exists() and not overwrite:
@@ -175,21 +184,21 @@ def write_array(path: str | os.PathLike[str], chunks_iter: Iterator[np.ndarray],
     if chunks is None:
         chunks = (default_chunks((shape[0], shape[1]), dtype.itemsize)
                   if len(shape) == 2 else tuple(shape))
-    z = zarr.create_array(store=str(p), shape=tuple(int(s) for s in shape),
-                          chunks=tuple(int(c) for c in chunks), dtype=dtype,
-                          overwrite=overwrite)
-    row = 0
-    for block in chunks_iter:
-        block = np.asarray(block, dtype=dtype)
-        if block.ndim == 1 and len(shape) == 2:
-            block = block.reshape(-1, 1)
-        z[row:row + block.shape[0]] = block
-        row += block.shape[0]
-    if row != shape[0]:
-        raise ValidationError(f"wrote {row} rows to {str(p)!r} but the source has {shape[0]}")
-    if attributes:
-        z.attrs.update(attributes)
-    return z
+    with atomic_dir(p) as tmp:
+        z = zarr.create_array(store=str(tmp), shape=tuple(int(s) for s in shape),
+                              chunks=tuple(int(c) for c in chunks), dtype=dtype, overwrite=True)
+        row = 0
+        for block in chunks_iter:
+            block = np.asarray(block, dtype=dtype)
+            if block.ndim == 1 and len(shape) == 2:
+                block = block.reshape(-1, 1)
+            z[row:row + block.shape[0]] = block
+            row += block.shape[0]
+        if row != shape[0]:
+            raise ValidationError(f"wrote {row} rows to {str(p)!r} but the source has {shape[0]}")
+        if attributes:
+            z.attrs.update(attributes)
+    return zarr.open_array(store=str(p), mode="r+")
 
 
 # --------------------------------------------------------------------------- #
