@@ -320,7 +320,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                       neuron_names: Any = None, mode: str = "bootstrap",
                       n_folds: int | None = None, delta: float = 0.05,
                       scheme: str = "multinomial", prune: bool = True,
-                      prune_epsilon: float = 1e-4, adaptive: bool = False,
+                      prune_epsilon: float = 1e-4, guard: bool = False, adaptive: bool = False,
                       adaptive_tol: float = 0.01, top_k: int = 5,
                       method: Callable[[np.ndarray], Any] | None = None,
                       batch_size: int | None = None, checkpoint: str | os.PathLike | None = None,
@@ -353,6 +353,14 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
         doubles the spread of the replicate explanations to match that of an
         independent probing set's explanation (a calibration heuristic; its
         coverage is measured in ``tests/test_coverage.py``, not proven).
+    guard : bool
+        Widen each bootstrap set by the confidence limits
+        (:meth:`ExplanationResult.guarded`): add every concept whose upper limit
+        (the certified set's, at ``delta``) reaches the chosen concept's
+        similarity. Where concepts are rare (about one positive each) the plain
+        set misses a fresh probing set's explanation (coverage 0.6-0.75 at
+        ``1 - alpha = 0.9-0.95``); the guarded set reached nominal coverage in every
+        simulated cell with at most two near-tied concepts, with larger sets.
     prune : bool
         Skip concepts that cannot win a replicate (see :func:`prune_candidates`);
         the share of replicates whose winner was pruned is at most ``prune_epsilon``
@@ -404,12 +412,17 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     >>> res.prediction_sets[0].tolist()
     [2]
     """
+    if not isinstance(guard, (bool, np.bool_)):
+        raise ValidationError(f"`guard` must be True or False; got {guard!r}")
+    if guard and mode == "split":
+        raise ValidationError("guard widens bootstrap sets; mode='split' has none (its split set "
+                              "covers the fold-size explanation by itself)")
     if _backend.wants_blocks(backend, client):
         _backend.reject_options(backend, adaptive=adaptive, method=method, checkpoint=checkpoint)
         from . import distributed
 
         with _backend.dask_client(backend, client) as cl:
-            return distributed.bootstrap_explain(
+            res = distributed.bootstrap_explain(
                 activations, concepts, metric=metric, n_boot=n_boot, alpha=alpha, rng=rng,
                 threshold=threshold, top_frac=top_frac, groups=groups,
                 sample_weight=sample_weight, concept_names=concept_names,
@@ -417,6 +430,7 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
                 scheme=scheme, prune=prune, prune_epsilon=prune_epsilon, top_k=top_k,
                 batch_size=batch_size, truth=truth, wpmi_lambda=wpmi_lambda, client=cl,
                 progress=progress_bar)
+        return res.guarded() if guard else res
     t0 = time.perf_counter()
     n_boot = check_int(n_boot, "n_boot", 1)
     alpha = check_probability(alpha, "alpha")
@@ -556,11 +570,12 @@ def bootstrap_explain(activations: Any, concepts: Any, *, metric: str, n_boot: i
     timings = {"identify_s": t_boot - t0, "bootstrap_s": t_split - t_boot,
                "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0,
                "engine_numba": float(engine == "numba")}
-    return ExplanationResult.build(
+    res = ExplanationResult.build(
         identification=ident, votes=votes, winners=winners, ties=ties, tracked=track,
         alpha=alpha, mode=mode, split_sets=split_sets, fold_winners=fold_winners,
         parameters=params, timings=timings,
         n_candidates=np.array([len(c) for c in candidates], np.int64))
+    return res.guarded() if guard else res
 
 
 def _fold_weights(p: Prepared, seed: np.random.SeedSequence, n_folds: int) -> np.ndarray:

@@ -619,6 +619,10 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
                         "except with probability <= --prune-epsilon per replicate)")
     p.add_argument("--prune-epsilon", type=float, default=1e-4, metavar="E",
                    help="failure probability of candidate pruning per replicate (default: 1e-4)")
+    p.add_argument("--guard", action="store_true",
+                   help="widen each BE set by the confidence limits: add every concept whose "
+                        "upper limit reaches the label's similarity (nominal coverage also "
+                        "with rare concepts; larger sets)")
     p.add_argument("--adaptive", action="store_true",
                    help="stop early once the prediction sets are stable")
     p.add_argument("--concept-names", type=Path, default=None, metavar="FILE",
@@ -674,8 +678,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         inputs["activations"], inputs["concepts"], metric=args.metric, n_boot=args.n_boot,
         alpha=args.alpha, delta=args.delta, rng=args.seed, mode=args.mode,
         n_folds=args.n_folds, scheme=args.scheme, prune=not args.no_prune,
-        prune_epsilon=args.prune_epsilon, adaptive=args.adaptive, top_k=args.top_k,
-        concept_names=_read_names(args.concept_names),
+        prune_epsilon=args.prune_epsilon, guard=args.guard, adaptive=args.adaptive,
+        top_k=args.top_k, concept_names=_read_names(args.concept_names),
         neuron_names=_read_names(args.neuron_names), sample_weight=inputs["sample_weight"],
         groups=inputs["groups"],
         checkpoint=checkpoint if args.seed is not None and args.backend == "memory" else None,

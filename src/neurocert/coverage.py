@@ -86,7 +86,7 @@ from .bootstrap import prune_candidates
 from .bounds import confidence_limits
 from .engine import argmax_votes, total_votes
 from .exceptions import NoBoundWarning, ValidationError
-from .explanation import prediction_sets, split_conformal_sets
+from .explanation import guarded_sets, prediction_sets, split_conformal_sets
 from .identify import certified_sets, rank_concepts
 from .metrics import MetricOptions, _COUNT_SPECS, get_metric
 from .similarity import prepare
@@ -113,6 +113,7 @@ __all__ = [
     "explain_engine",
     "explain_identify",
     "fold_statistics",
+    "guarded_sets_of",
     "lumped_bootstrap_statistics",
     "recall_tie_model",
     "weighted_statistics",
@@ -469,6 +470,7 @@ class SetAnalysis:
     prob: dict  # scheme -> (R, C + 1) selection probabilities (votes / B), last column "none"
     fold_winners: dict  # K -> (K, R) fold explanations
     certified: tuple  # R arrays (certified sets)
+    upper: np.ndarray  # (R, C) upper confidence limits at delta (identify's)
     all_undefined: np.ndarray  # (R,) bool: no concept defined on the probing set
     n_candidates: np.ndarray  # (R,) candidates after pruning (multinomial scheme)
 
@@ -532,8 +534,18 @@ def analyse_sets(y: np.ndarray, z: np.ndarray, *, metric: str, n_boot: int,
         for kf, (ftp, ff, fc) in per_k.items():
             fsim = _similarity(metric, ftp, ff[:, None], fc, sizes[kf], options)
             folds[kf][:, i] = explain_engine(fsim, lower)
-    return SetAnalysis(sim=sim, prob=prob, fold_winners=folds, certified=cert,
+    return SetAnalysis(sim=sim, prob=prob, fold_winners=folds, certified=cert, upper=hi,
                        all_undefined=all_undef, n_candidates=n_cand)
+
+
+def guarded_sets_of(res: SetAnalysis, metric: str, alpha: float,
+                    scheme: str = "multinomial") -> tuple[np.ndarray, ...]:
+    """``bootstrap_explain(..., guard=True)``'s sets from an analysis (:func:`guarded_sets`)."""
+    lower = get_metric(metric).lower
+    best = explain_identify(res.sim, lower)
+    rows = np.arange(best.size)
+    reference = np.where(best >= 0, res.sim[rows, np.maximum(best, 0)], lower)
+    return guarded_sets(res.prob[scheme], res.sim, alpha, res.upper, reference)
 
 
 def _fold_sizes(n: int, kf: int) -> np.ndarray:
@@ -573,6 +585,7 @@ def _simulate(model: RecallTieModel, gen: np.random.Generator, *, n: int, reps: 
         fold_winners={kf: np.concatenate([p.fold_winners[kf] for p in parts], axis=1)
                       for kf in fold_counts},
         certified=sum((p.certified for p in parts), ()),
+        upper=np.concatenate([p.upper for p in parts]),
         all_undefined=np.concatenate([p.all_undefined for p in parts]),
         n_candidates=np.concatenate([p.n_candidates for p in parts]))
 
@@ -590,7 +603,8 @@ COVERAGE_COLUMNS = (
     "cov_bootstrap_engine", "p_bootstrap_engine", "cov_split_engine", "p_split_engine",
     "cov_bootstrap_argmax", "cov_split_argmax",
     "cov_predictive", "short_predictive", "p_predictive", "size_predictive",
-    "cov_bootstrap_best", "cov_split_best", "cov_predictive_best",
+    "cov_guarded", "short_guarded", "p_guarded", "size_guarded",
+    "cov_bootstrap_best", "cov_split_best", "cov_predictive_best", "cov_guarded_best",
     "share_all_undefined", "share_best_undefined", "share_target_none",
     "share_fold_target_none", "share_rules_differ", "share_fold_rules_differ",
     "mean_candidates", "seconds",
@@ -647,6 +661,7 @@ def _run_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
         kf = default_n_folds(alpha)
         nominal = 1 - alpha
         bsets = prediction_sets(res.prob["multinomial"], res.sim, alpha)
+        gsets = guarded_sets_of(res, metric, alpha)
         ssets = split_conformal_sets(res.fold_winners[kf], k, alpha, res.sim)
         row: dict[str, Any] = {
             "n": n, "concept_freq": q, "m": m, "alpha": alpha, "delta": delta, "reps": reps,
@@ -658,6 +673,7 @@ def _run_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
         }
         hits = {
             "bootstrap": _member(full["identify"], bsets),
+            "guarded": _member(full["identify"], gsets),
             "bootstrap_engine": _member(full["engine"], bsets),
             "bootstrap_argmax": _member(full["argmax"], bsets),
             "split": _member(small[kf]["identify"], ssets),
@@ -672,7 +688,7 @@ def _run_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
         for key, hit in hits.items():
             row[f"cov_{key}"] = float(hit.mean())
             row[f"p_{key}"] = binomial_shortfall_pvalue(int(hit.sum()), reps, nominal)
-        for key in ("bootstrap", "split", "predictive"):
+        for key in ("bootstrap", "guarded", "split", "predictive"):
             if f"cov_{key}" in row:
                 row[f"short_{key}"] = nominal - row[f"cov_{key}"]
         row["cov_certified"] = float(cov_cert.mean())
@@ -682,6 +698,8 @@ def _run_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
         row["cov_bootstrap_best"] = float(_member(best, bsets).mean())
         row["cov_split_best"] = float(_member(best, ssets).mean())
         row["size_bootstrap"] = float(np.mean([len(s) for s in bsets]))
+        row["size_guarded"] = float(np.mean([len(s) for s in gsets]))
+        row["cov_guarded_best"] = float(_member(best, gsets).mean())
         row["size_split"] = float(np.mean([len(s) for s in ssets]))
         row["size_certified"] = float(np.mean([len(s) for s in res.certified]))
         row["share_all_undefined"] = float(res.all_undefined.mean())
@@ -850,6 +868,8 @@ def _conditional_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
         sets = prediction_sets(res.prob[sc], res.sim, alpha)
         name = "bootstrap" if sc == "multinomial" else sc
         per_mode[name] = (cond(sets, full), sets, 1 - alpha, f"explanation at n={n}")
+    gsets = guarded_sets_of(res, metric, alpha)
+    per_mode["guarded"] = (cond(gsets, full), gsets, 1 - alpha, f"explanation at n={n}")
     ssets = split_conformal_sets(res.fold_winners[kf], k, alpha, res.sim)
     per_mode["split"] = (cond(ssets, small), ssets, 1 - alpha, f"explanation at n={n // kf}")
     per_mode["certified"] = (np.array([model.best in s.tolist() for s in res.certified], float),

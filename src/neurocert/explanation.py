@@ -12,7 +12,7 @@ from ._compare import results_equal
 from ._optional import require
 from .identify import IdentificationResult
 
-__all__ = ["NONE", "ExplanationResult", "prediction_sets", "split_conformal_sets"]
+__all__ = ["NONE", "ExplanationResult", "guarded_sets", "prediction_sets", "split_conformal_sets"]
 
 #: index used for the "none" outcome (no concept above the metric's minimum)
 NONE = -1
@@ -23,6 +23,9 @@ COVERAGE_TARGETS = {
     "split": "explanation of an independent probing set of fold size n/K (finite-sample "
              ">= 1 - alpha)",
     "certified": "population-best concept (>= 1 - delta)",
+    "guarded": "explanation of an independent probing set of the same size (nominal; the "
+               "bootstrap set widened by the confidence limits, measured to reach 1 - alpha "
+               "where at most two concepts are near-tied, rare concepts included; not proven)",
 }
 
 
@@ -62,6 +65,47 @@ def prediction_sets(prob: np.ndarray, sim: np.ndarray, alpha: float) -> tuple[np
     for j in range(n):
         members = order[j, :size[j]]
         out.append(np.where(members == c1 - 1, NONE, members).astype(np.int64))
+    return tuple(out)
+
+
+def guarded_sets(prob: np.ndarray, sim: np.ndarray, alpha: float, upper: np.ndarray,
+                 reference: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Bootstrap sets widened by the confidence limits (the "evidence guard").
+
+    The set of :func:`prediction_sets` plus every concept whose upper confidence
+    limit reaches ``reference`` (the chosen concept's similarity, or the metric's
+    minimum when the choice is "none"): concepts the probing set cannot show to be
+    worse than its own explanation. A resample never shows a co-occurrence that
+    the probing set lacks, so the plain bootstrap set misses rare concepts that a
+    fresh probing set may pick; their limits are wide and keep them in. The added
+    concepts are members of the certified set (``upper >= max lower``) because
+    ``reference >= max lower``. NaN limits (no bound) add nothing.
+
+    Parameters
+    ----------
+    prob : ndarray (n_neurons, n_concepts + 1)
+        Selection probabilities; the last column is "none".
+    sim, upper : ndarray (n_neurons, n_concepts)
+        Full-data similarity and upper confidence limits.
+    alpha : float
+    reference : ndarray (n_neurons,)
+
+    Returns
+    -------
+    tuple of int arrays, ordered as in :func:`prediction_sets`; ``-1`` denotes "none".
+    """
+    n, c = sim.shape
+    member = np.zeros((n, c + 1), bool)
+    for j, s in enumerate(prediction_sets(prob, sim, alpha)):
+        member[j, np.where(s < 0, c, s)] = True
+    with np.errstate(invalid="ignore"):
+        member[:, :c] |= np.asarray(upper) >= np.asarray(reference, float)[:, None]
+    order = _outcome_order(prob, sim)
+    in_order = np.take_along_axis(member, order, axis=1)
+    out = []
+    for j in range(n):
+        members = order[j][in_order[j]]
+        out.append(np.where(members == c, NONE, members).astype(np.int64))
     return tuple(out)
 
 
@@ -213,6 +257,52 @@ class ExplanationResult:
                    winners=winners, ties=ties, fold_winners=fold_winners,
                    n_candidates=n_candidates, n_boot=b, alpha=alpha, mode=mode,
                    coverage_target=target, parameters=parameters, timings=timings)
+
+    def guarded(self) -> ExplanationResult:
+        """This result with its bootstrap sets widened by the confidence limits.
+
+        Adds to each prediction set every concept whose upper confidence limit
+        (``identification.upper``: the certified set's, at ``delta``) reaches the
+        chosen concept's similarity (:func:`guarded_sets`). Nothing is recomputed
+        from the data, so it also works on loaded results. The plain bootstrap set
+        under-covers a fresh probing set's explanation where concepts are rare
+        (about one positive per concept); the guarded set reached ``1 - alpha`` in
+        every cell with at most two near-tied concepts of the coverage simulation
+        (``tests/test_coverage.py``, docs/theory.md §6.5), at the price of larger
+        sets. A measured property, not a theorem.
+
+        Raises
+        ------
+        ValidationError
+            In split mode (the split set has its own finite-sample guarantee).
+        """
+        from dataclasses import replace
+
+        from .exceptions import NoBoundWarning, ValidationError
+        from .metrics import get_metric
+
+        if self.mode == "split":
+            raise ValidationError("guard widens bootstrap sets; mode='split' has none (its split "
+                                  "set covers the fold-size explanation by itself)")
+        if self.parameters.get("guard"):
+            return self
+        ident = self.identification
+        if np.isnan(ident.upper).all():
+            import warnings
+
+            warnings.warn(f"metric {ident.metric!r} has no confidence limits; the guard adds "
+                          "nothing", NoBoundWarning, stacklevel=2)
+        n = ident.similarity.shape[0]
+        rows = np.arange(n)
+        reference = np.where(ident.best >= 0, ident.similarity[rows, np.maximum(ident.best, 0)],
+                             get_metric(ident.metric).lower)
+        prob_all = np.concatenate([self.probabilities, self.none_probability[:, None]], axis=1)
+        sets = guarded_sets(prob_all, ident.similarity, self.alpha, ident.upper, reference)
+        self_in = np.array([int(ident.best[j]) in sets[j] for j in range(n)])
+        return replace(self, prediction_sets=sets,
+                       set_size=np.array([len(s) for s in sets], np.int64), self_in_set=self_in,
+                       coverage_target=COVERAGE_TARGETS["guarded"],
+                       parameters={**self.parameters, "guard": True})
 
     # ----------------------------------------------------------------- views
     @property
