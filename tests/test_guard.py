@@ -195,3 +195,15 @@ def test_cli_explain_guard(tmp_path, capsys):
     g = neurocert.ExplanationResult.load(tmp_path / "g")
     want = plain.guarded()
     assert [s.tolist() for s in g.prediction_sets] == [s.tolist() for s in want.prediction_sets]
+
+
+def test_guard_on_the_block_backend_equals_memory():
+    a, z = _data(6)
+    kw = {"metric": "auroc", "n_boot": 60, "rng": 2, "alpha": 0.1, "guard": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+        mem = neurocert.bootstrap_explain(a, z, **kw)
+        blk = neurocert.bootstrap_explain(a, z, backend="blocks", **kw)
+    assert blk.parameters["guard"] is True
+    assert [s.tolist() for s in blk.prediction_sets] == [s.tolist() for s in mem.prediction_sets]
+    assert blk.coverage_target == mem.coverage_target == COVERAGE_TARGETS["guarded"]
