@@ -38,6 +38,7 @@ SAMPLE_BLOCK = 1 << 15
 SPARSE_ACTIVE = 0.02
 NEURON_BLOCK = 512
 _F32_EXACT = float(1 << 24)
+_F64_EXACT = float(1 << 53)
 
 
 @dataclass(frozen=True)
@@ -422,10 +423,13 @@ def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray |
     """Centred weighted rank sums for all-pairs AUROC (concepts binarized at 0.5).
 
     ``num = sum_i w_i R_i z_i - (W / 2) P``. With integer weights ``2 w_i R_i`` is an
-    integer and the product is computed exactly in two float32 passes; otherwise in
-    float64. Neurons are processed in blocks of ``RANK_NEURON_BLOCK`` (bounded memory).
+    integer and the product is exact: a float64 sparse product over the positives of
+    each concept when ``2 W**2 < 2**53`` (every partial sum an integer below ``2**53``;
+    no BLAS threads, about ``nnz(Z)`` work per neuron), else two float32 passes over
+    sample blocks; with real weights a float64 product. Neurons are processed in blocks
+    of ``RANK_NEURON_BLOCK`` (bounded memory).
     """
-    n, n_neurons = activations.shape
+    n_neurons = activations.shape[1]
     w = sample_weight
     exact = _integer_valued(w)
     z = _binary_concepts(concepts, np.float32 if exact else np.float64)
@@ -433,13 +437,20 @@ def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray |
     total = design.total
     num = np.empty((n_neurons, present.size), dtype=np.float64)
     wmax = 1.0 if w is None else float(w.max())
+    # every partial sum of q = 2 w R over samples is an integer of at most 2 W**2: exact
+    # in float64 below 2**53, so the sparse product over the positives is exact too
+    zt = (sp.csr_matrix(z.T, dtype=np.float64) if exact and 2.0 * total * total < _F64_EXACT
+          else None)
     for j0 in range(0, n_neurons, RANK_NEURON_BLOCK):
         j1 = min(n_neurons, j0 + RANK_NEURON_BLOCK)
         r = weighted_midranks(np.asarray(activations[:, j0:j1]), w)
         if w is not None:
             r *= w[:, None]
-        if exact:
+        if zt is not None:
             q = 2.0 * r  # integers: twice a half-integer midrank times an integer weight
+            raw = 0.5 * np.asarray(zt @ np.ascontiguousarray(q)).T
+        elif exact:
+            q = 2.0 * r
             raw = 0.5 * _exact_split_product(q, z, 2.0 * total * wmax)
         else:
             raw = _xtz(r, z)
