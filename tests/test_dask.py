@@ -166,3 +166,28 @@ def test_public_functions_forward_to_dask(client, layer):
     assert np.array_equal(e_got.probabilities, e_want.probabilities)
     assert [s.tolist() for s in e_got.prediction_sets] == \
         [s.tolist() for s in e_want.prediction_sets]
+
+
+def test_dashboard_link_and_progress_bar(capsys):
+    """With progress on, the dashboard link is printed and the dashboard answers on loopback."""
+    import urllib.request
+
+    pytest.importorskip("bokeh")
+    c = distributed.start_local_cluster(1, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    try:
+        link = c.dashboard_link
+        assert link.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(link, timeout=30) as r:  # loopback only
+            assert r.status == 200 and b"Dask" in r.read()
+        rng = np.random.default_rng(0)
+        a = rng.normal(size=(200, 9))
+        z = (rng.random((200, 3)) < 0.3).astype(float)
+        res = distributed.identify(a, z, metric="auroc", client=c, progress=True, neuron_block=4)
+        err = capsys.readouterr().err
+        assert f"Dask dashboard: {link}" in err
+        assert "identify:" in err and "/3 [" in err  # a bar over the three neuron blocks
+        assert results_equal(res, neurocert.identify(a, z, metric="auroc"))
+    finally:
+        c.close()
+        c.cluster.close()
