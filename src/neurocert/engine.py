@@ -33,6 +33,7 @@ neurons.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -349,6 +350,8 @@ class RankSupport:
         self.end = np.minimum.accumulate(np.where(is_end, pos, n - 1)[::-1])[::-1].copy()
         #: no two samples share an activation: midranks need no tie gathers
         self.untied = bool(new.all())
+        #: sorted positions inside a tie group of two or more samples
+        self.tied = np.flatnonzero(self.start != self.end)
 
 
 #: float64 sums of integers are exact below this bound
@@ -384,6 +387,257 @@ def _auroc_votes(num: np.ndarray, pw: np.ndarray, totals: np.ndarray, cols: np.n
 
 #: replicates per pass of the numpy AUROC engine (bounds its working arrays)
 RANK_CHUNK = 128
+#: entries (replicates x positives) gathered per pass by the sparse path of the exact
+#: numpy AUROC engine (bounds its working arrays: 8 bytes each)
+RANK_GATHER_ENTRIES = 1 << 21
+#: replicates per pass of the sparse-product path of the exact numpy AUROC engine (its
+#: ``(n, chunk)`` float64 block stays in cache)
+RANK_CSR_CHUNK = 16
+#: estimated cost per replicate of the exact numpy AUROC engine's paths beyond the sorted
+#: cumulative weights, as (per sample, per positive of the columns) in nanoseconds on the
+#: reference 2-core machine, single-threaded ("dense": per sample and GEMM column): gather
+#: at the positives, scipy sparse product, two float32 GEMMs
+RANK_COST = {"gather": (0.2, 5.5), "sparse": (2.3, 0.6), "dense": (4.9, 0.042)}
+
+
+class _ExactRankSums:
+    """Exact AUROC numerators ``sum_i w_i R_i z_ic`` under integer weights (numpy, scipy).
+
+    Per neuron and chunk of replicates: the compact weights in the neuron's sort order,
+    their cumulative sums ``cum`` (int32 or int64, with a leading 0) and twice the
+    weighted midranks ``2R = cum[start] + cum[end + 1]`` (``start`` / ``end``: the
+    sorted position's tie group; ``2 cum - w`` outside ties). Then one of three paths,
+    chosen per neuron by estimated cost (:data:`RANK_COST`; all form the same integers,
+    so the choice never changes a result):
+
+    * **gather** (few positives): ``w_i 2R_i`` at the distinct sorted positions of the
+      positives of the neuron's columns only (found once per neuron from the concepts'
+      CSC structure), summed per column with ``np.add.reduceat``.
+    * **sparse**: ``Q = w * 2R`` at every sorted position, then a scipy sparse product
+      with the columns' 0/1 positives at their sorted positions (``sum_c nnz(c)``
+      multiply-adds per replicate; the pure-noise neurons of a sparse concept set).
+    * **dense** (dense concept matrices): ``Q`` put back in sample order, split
+      ``Q = hi 2**s + lo`` and multiplied by the float32 0/1 concept matrix over sample
+      blocks whose column sums stay below ``2**24`` (every float32 partial sum is an
+      exact integer, whatever the BLAS order), the blocks added in float64.
+
+    Sums are float64 of integers below ``2**53`` (checked by the caller: ``2 W**2 <
+    2**53``), hence exact in any order. No per-neuron copy of the concept matrix in the
+    neuron's sort order is made; work arrays are reused per thread.
+    """
+
+    def __init__(self, p: Prepared, w: np.ndarray, totals: np.ndarray, z,
+                 cache: dict[str, Any] | None) -> None:
+        b, n = w.shape
+        wmax = float(w.max()) if w.size else 0.0
+        tmax = float(totals.max()) if b else 0.0
+        self.w = w.astype(_weight_dtype(wmax))
+        self.b, self.n = b, n
+        self.itype = np.int32 if 2.0 * tmax < 2**31 else np.int64
+        qmax = 2.0 * wmax * tmax  # Q_i = w_i (2 R_i) <= max(w) * 2 W
+        self.qtype = np.int32 if qmax < 2**31 else np.int64
+        (self.indptr, self.indices), _ = _concept_structure(p, cache)
+        self.nnz = np.diff(self.indptr)
+        self.z = None if sp.issparse(z) else z
+        # dense path: Q = hi 2**s + lo with both parts and every block sum below 2**24
+        self.shift = max(1, int(np.ceil(np.log2(qmax + 1.0) / 2.0)))
+        part_max = max(float(2**self.shift - 1), np.floor(qmax / 2**self.shift))
+        self.block = int(min(n, _F32_EXACT // max(part_max, 1.0))) if n else 0
+        if self.block < 256 and self.block < n:
+            self.z = None  # blocks too short for an efficient GEMM: sparse path only
+        self._local = threading.local()  # work arrays, one set per thread
+
+    def _plan(self, cols: np.ndarray) -> str:
+        """The cheapest path for a neuron's columns (estimated cost per replicate)."""
+        m = float(self.nnz[cols].sum())
+        cost = {path: self.n * RANK_COST[path][0] + m * RANK_COST[path][1]
+                for path in ("gather", "sparse")}
+        if self.z is not None:
+            k = cols.size if 2 * cols.size < self.z.shape[1] else self.z.shape[1]
+            cost["dense"] = self.n * (RANK_COST["dense"][0] + RANK_COST["dense"][1] * k)
+        return min(cost, key=cost.get)
+
+    def _buffer(self, name: str, shape: tuple[int, int], dtype) -> np.ndarray:
+        """A work array reused by every neuron of the call (fresh pages are costly)."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        size = int(np.prod(shape))
+        buf = buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = buffers[name] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
+
+    def cost(self, cols: np.ndarray) -> float:
+        """Estimated cost of a neuron's columns (for ordering work across threads)."""
+        return float(self.nnz[cols].sum()) + self.n
+
+    def sums(self, sup: RankSupport, cols: np.ndarray) -> np.ndarray:
+        """``num (B, len(cols))``: ``sum_i w_i R_i z_ic`` for each replicate and column."""
+        num = np.empty((self.b, cols.size))
+        if self.b == 0 or cols.size == 0:
+            return num
+        {"gather": self._gather, "sparse": self._sparse, "dense": self._dense}[
+            self._plan(cols)](sup, cols, num)
+        return num
+
+    def _chunks(self, sup: RankSupport, sorted_weights: bool = False,
+                chunk: int | None = None):
+        """Per chunk of replicates: rows ``r0:r1``, their compact weights (in sample order,
+        or in sort order with ``sorted_weights``) and ``cum (r1 - r0, n + 1)``: the weight
+        of the first ``k`` samples in sort order (``cum[:, 0] = 0``)."""
+        bc = min(chunk or RANK_CHUNK, self.b)
+        ws = self._buffer("ws", (bc, self.n), self.w.dtype)
+        cum = self._buffer("cum", (bc, self.n + 1), self.itype)
+        cum[:, 0] = 0
+        for r0 in range(0, self.b, bc):
+            r1 = min(self.b, r0 + bc)
+            wc = self.w[r0:r1]
+            np.take(wc, sup.order, axis=1, out=ws[:r1 - r0], mode="clip")
+            np.cumsum(ws[:r1 - r0], axis=1, dtype=self.itype, out=cum[:r1 - r0, 1:])
+            yield r0, r1, ws[:r1 - r0] if sorted_weights else wc, cum[:r1 - r0]
+
+    def _gather(self, sup: RankSupport, cols: np.ndarray, num: np.ndarray) -> None:
+        lo, hi = self.indptr[cols], self.indptr[cols + 1]
+        counts = hi - lo
+        keep = np.flatnonzero(counts)
+        num[:, counts == 0] = 0.0  # no positives: an empty sum
+        if keep.size == 0:
+            return
+        rank = np.empty(self.n, sup.order.dtype)
+        rank[sup.order] = np.arange(self.n, dtype=rank.dtype)
+        # (column, sorted position) of every positive, ordered by column then position;
+        # the distinct positions u ascending (the gathers stream through the rows)
+        pos = rank[np.concatenate([self.indices[a:e] for a, e in zip(lo[keep], hi[keep])])]
+        col = np.repeat(np.arange(keep.size), counts[keep])
+        pos = pos[np.lexsort((pos, col))]
+        u, inv = np.unique(pos, return_inverse=True)
+        seg = np.zeros(keep.size, np.int64)
+        np.cumsum(counts[keep][:-1], out=seg[1:])
+        first = sup.start[u]  # 2R = cum[start] + cum[end + 1]
+        last = sup.end[u] + 1
+        overlap = u.size < pos.size  # a sample positive for two columns
+        bc = max(1, min(RANK_CHUNK, self.b, RANK_GATHER_ENTRIES // pos.size))
+        for r0, r1, ws, cum in self._chunks(sup, sorted_weights=True, chunk=bc):
+            m = r1 - r0
+            t = np.take(cum, first, axis=1, out=self._buffer("g_t", (m, u.size), self.itype),
+                        mode="clip")
+            t += np.take(cum, last, axis=1, out=self._buffer("g_t2", (m, u.size), self.itype),
+                         mode="clip")
+            wu = np.take(ws, u, axis=1, out=self._buffer("g_w", (m, u.size), ws.dtype),
+                         mode="clip")
+            q = np.multiply(wu, t, out=self._buffer("g_q", (m, u.size), np.float64),
+                            dtype=np.float64)  # w 2R at the distinct positions
+            if overlap:
+                q = np.take(q, inv, axis=1, out=self._buffer("g_p", (m, pos.size), np.float64),
+                            mode="clip")
+            # exact: integers below 2**53, whatever the order of the additions
+            num[r0:r1, keep] = np.add.reduceat(q, seg, axis=1) * 0.5
+
+    def _sparse(self, sup: RankSupport, cols: np.ndarray, num: np.ndarray) -> None:
+        lo, hi = self.indptr[cols], self.indptr[cols + 1]
+        rank = np.empty(self.n, sup.order.dtype)
+        rank[sup.order] = np.arange(self.n, dtype=rank.dtype)
+        # the columns' positives at their sorted positions, a (K, n) 0/1 CSR matrix
+        ptr = np.zeros(cols.size + 1, np.int64)
+        np.cumsum(hi - lo, out=ptr[1:])
+        pos = rank[np.concatenate([self.indices[a:e] for a, e in zip(lo, hi)])]
+        zs = sp.csr_matrix((np.ones(pos.size), pos, ptr), shape=(cols.size, self.n))
+        bc = min(RANK_CSR_CHUNK, self.b)
+        t = self._buffer("s_tr", (bc, self.n), self.itype)
+        q = self._buffer("s_q", (bc, self.n), np.float64)
+        tied = sup.tied
+        t_first, t_last = sup.start[tied], sup.end[tied] + 1
+        for r0, r1, ws, cum in self._chunks(sup, sorted_weights=True, chunk=bc):
+            m = r1 - r0
+            tm = np.add(cum[:, :-1], cum[:, 1:], out=t[:m])  # 2R outside tie groups
+            if tied.size:
+                tm[:, tied] = np.take(cum, t_first, axis=1) + np.take(cum, t_last, axis=1)
+            qq = np.multiply(ws, tm, out=q[:m], dtype=np.float64)  # w 2R, sort order
+            qtm = self._buffer("s_qt", (self.n, m), np.float64)
+            qtm[:] = qq.T
+            # exact: integers below 2**53, whatever the order of the additions
+            num[r0:r1] = np.asarray(zs @ qtm).T * 0.5
+
+    def _dense(self, sup: RankSupport, cols: np.ndarray, num: np.ndarray) -> None:
+        z = self.z
+        full = 2 * cols.size >= z.shape[1]
+        zk = z if full else np.take(z, cols, axis=1)
+        bc, n = min(RANK_CHUNK, self.b), self.n
+        rank = np.empty(n, np.intp)
+        rank[sup.order] = np.arange(n)
+        tr = self._buffer("tr", (bc, n), self.itype)
+        tro = self._buffer("tro", (bc, n), self.itype)
+        same = self.qtype == self.itype
+        q = tro if same else self._buffer("q", (bc, n), self.qtype)
+        qi = tr if same else self._buffer("qi", (bc, n), self.qtype)
+        hl = self._buffer("hl", (2 * bc, n), np.float32)
+        acc = np.empty((2 * bc, zk.shape[1]))  # the hi and the lo sums, float64
+        prod = np.empty((2 * bc, zk.shape[1]), np.float32)
+        tied = sup.tied
+        t_first, t_last = sup.start[tied], sup.end[tied] + 1
+        scale = float(2**self.shift)
+        mask = (1 << self.shift) - 1
+        for r0, r1, wc, cum in self._chunks(sup):
+            m = r1 - r0
+            t = tr[:m]
+            np.add(cum[:, :-1], cum[:, 1:], out=t)  # 2R outside tie groups: 2 cum - w
+            if tied.size:
+                t[:, tied] = np.take(cum, t_first, axis=1) + np.take(cum, t_last, axis=1)
+            to = np.take(t, rank, axis=1, out=tro[:m], mode="clip")  # back to sample order
+            qq = np.multiply(to, wc, out=q[:m])  # Q = w * 2R
+            h = hl[:2 * m]
+            np.copyto(h[:m], np.right_shift(qq, self.shift, out=qi[:m]), casting="unsafe")
+            np.copyto(h[m:], np.bitwise_and(qq, mask, out=qi[:m]), casting="unsafe")
+            a = acc[:2 * m]
+            a[:] = 0.0
+            pr = prod[:2 * m]
+            for s0 in range(0, n, self.block):
+                s1 = min(n, s0 + self.block)
+                np.matmul(h[:, s0:s1], zk[s0:s1], out=pr)  # exact: sums below 2**24
+                a += pr  # exact: integers below 2**53
+            res = a[:m] * scale + a[m:]
+            if full and cols.size < z.shape[1]:
+                res = res[:, cols]
+            num[r0:r1] = res * 0.5
+
+
+def _cpu_threads() -> int:
+    """CPUs this process may run on (the numpy AUROC engine's thread count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _map_threads(fn, items, threads: int) -> list:
+    """``[fn(x) for x in items]`` on ``threads`` Python threads (numpy and scipy release
+    the GIL in the heavy steps); on Ctrl-C the items not started yet are dropped."""
+    items = list(items)
+    threads = max(1, min(threads, len(items)))
+    if threads == 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _float_rank_sums(wsmall: np.ndarray, z, sup: RankSupport, cols: np.ndarray) -> np.ndarray:
+    """``num (B, len(cols))``: ``sum_i w_i R_i z_ic`` in float64 for real weights."""
+    b = wsmall.shape[0]
+    zs = _rows(z, sup.order, cols).astype(np.float64)
+    num = np.empty((b, cols.size))
+    for r0 in range(0, b, RANK_CHUNK):
+        ws = wsmall[r0:r0 + RANK_CHUNK][:, sup.order]
+        cum = np.cumsum(ws, axis=1)
+        before = cum - ws
+        r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
+        num[r0:r0 + RANK_CHUNK] = (r_sorted * ws) @ zs
+    return num
 
 
 def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
@@ -391,10 +645,11 @@ def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
     """Replicate explanations of AUROC from weighted midranks (numpy).
 
     With integer weights (every bootstrap scheme) and ``2 W**2 < 2**53``, twice the
-    midranks are integers: cumulative weights are formed in int32/int64 on a compact
-    copy of the weights, and ``num = 0.5 * (w * 2R) @ Z`` is exact. Otherwise float64.
-    Replicates are processed in chunks of ``RANK_CHUNK`` per neuron; the neuron's
-    concept rows are gathered once per call.
+    midranks are integers and the numerators ``num = sum_i w_i R_i z_ic`` are formed
+    exactly by :class:`_ExactRankSums` (integer cumulative weights; per neuron either
+    sums over the positives of its columns or an exactly split float32 product with
+    the concept matrix). Otherwise float64 ``(W * R) @ Z`` on the neuron's concept
+    rows. Replicates are processed in chunks of ``RANK_CHUNK`` per neuron.
     """
     metric = p.metric
     z = _binary_concepts(p)
@@ -406,38 +661,27 @@ def rank_engine(p: Prepared, w: np.ndarray, candidates: list[np.ndarray],
                  and (b == 0 or 2.0 * float(totals.max()) ** 2 < _F64_EXACT))
     pw = _rank_concept_weights(z, wf, exact_int, totals)
     if exact_int:
-        wsmall = w.astype(_weight_dtype(float(w.max()) if w.size else 0.0))
-        itype = np.int32 if b == 0 or 2.0 * float(totals.max()) < 2**31 else np.int64
+        exact = _ExactRankSums(p, w, totals, z, getattr(supports, "cache", None))
     else:
         wsmall = np.asarray(wf, dtype=np.float64)
     winner, n_tied, counts, track = _outputs(b, n_neurons, p.n_concepts, tracked.shape[1])
     shape = (n_neurons, p.n_concepts + 1)
-    for j in range(n_neurons):
-        sup = supports[j]
-        cand = candidates[j]
-        cols = np.union1d(cand, tracked[j])
-        zs = _rows(z, sup.order, cols).astype(np.float64)
-        untied = sup.untied
-        num = np.empty((b, cols.size))
-        for r0 in range(0, b, RANK_CHUNK):
-            ws = wsmall[r0:r0 + RANK_CHUNK][:, sup.order]
-            if exact_int:
-                cum = np.cumsum(ws, axis=1, dtype=itype)
-                if untied:  # 2R = 2 before + w = 2 cum - w
-                    tr = 2 * cum - ws
-                else:
-                    before = cum - ws
-                    tr = before[:, sup.start] + cum[:, sup.end]
-                q = np.multiply(ws, tr, dtype=np.float64)
-                num[r0:r0 + RANK_CHUNK] = (q @ zs) * 0.5  # exact: integers below 2**53
-            else:
-                cum = np.cumsum(ws, axis=1)
-                before = cum - ws
-                r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
-                num[r0:r0 + RANK_CHUNK] = (r_sorted * ws) @ zs
+    cols_of = [np.union1d(candidates[j], tracked[j]) for j in range(n_neurons)]
+
+    def one(j: int) -> dict:
+        num = (exact.sums(supports[j], cols_of[j]) if exact_int
+               else _float_rank_sums(wsmall, z, supports[j], cols_of[j]))
         winner[:, j], n_tied[:, j], part, track[:, j] = _auroc_votes(
-            num, pw, totals, cols, cand, tracked[j], metric, p.n_concepts)
-        _add_counts(counts, j, part, shape)
+            num, pw, totals, cols_of[j], candidates[j], tracked[j], metric, p.n_concepts)
+        return part
+
+    if exact_int:  # integer sums: any thread count gives the same results
+        order = sorted(range(n_neurons), key=lambda j: -exact.cost(cols_of[j]))
+        parts = dict(zip(order, _map_threads(one, order, _cpu_threads())))
+    else:
+        parts = {j: one(j) for j in range(n_neurons)}
+    for j in range(n_neurons):
+        _add_counts(counts, j, parts[j], shape)
     return Votes(winner, n_tied, counts, track)
 
 
