@@ -12,6 +12,7 @@ whose partial sums stay below 2**24 (exact), then summed in float64 in block ord
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -418,6 +419,14 @@ def _exact_split_product(q: np.ndarray, z, qmax: float) -> np.ndarray:
     return out
 
 
+def _cpu_threads() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray | None,
                design: Design) -> RankStats:
     """Centred weighted rank sums for all-pairs AUROC (concepts binarized at 0.5).
@@ -427,7 +436,8 @@ def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray |
     each concept when ``2 W**2 < 2**53`` (every partial sum an integer below ``2**53``;
     no BLAS threads, about ``nnz(Z)`` work per neuron), else two float32 passes over
     sample blocks; with real weights a float64 product. Neurons are processed in blocks
-    of ``RANK_NEURON_BLOCK`` (bounded memory).
+    of ``RANK_NEURON_BLOCK`` (bounded memory), with the sparse product on one thread per
+    CPU (exact integer sums: the same result for any thread count).
     """
     n_neurons = activations.shape[1]
     w = sample_weight
@@ -441,9 +451,8 @@ def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray |
     # in float64 below 2**53, so the sparse product over the positives is exact too
     zt = (sp.csr_matrix(z.T, dtype=np.float64) if exact and 2.0 * total * total < _F64_EXACT
           else None)
-    for j0 in range(0, n_neurons, RANK_NEURON_BLOCK):
-        j1 = min(n_neurons, j0 + RANK_NEURON_BLOCK)
-        r = weighted_midranks(np.asarray(activations[:, j0:j1]), w)
+    def block(a: np.ndarray, j0: int) -> None:
+        r = weighted_midranks(a, w)
         if w is not None:
             r *= w[:, None]
         if zt is not None:
@@ -454,7 +463,27 @@ def rank_stats(activations: np.ndarray, concepts, *, sample_weight: np.ndarray |
             raw = 0.5 * _exact_split_product(q, z, 2.0 * total * wmax)
         else:
             raw = _xtz(r, z)
-        num[j0:j1] = raw - 0.5 * total * present[None, :]
+        num[j0:j0 + a.shape[1]] = raw - 0.5 * total * present[None, :]
+
+    starts = range(0, n_neurons, RANK_NEURON_BLOCK)
+    threads = _cpu_threads() if zt is not None else 1  # exact integer sums: any order
+    if threads == 1 or len(starts) < 2:
+        for j0 in starts:
+            block(np.asarray(activations[:, j0:j0 + RANK_NEURON_BLOCK]), j0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # the blocks are read here, in order (the activations may not be thread-safe), and
+        # computed on the pool (numpy and scipy release the GIL), at most `threads` at once
+        with ThreadPoolExecutor(threads) as pool:
+            pending: list = []
+            for j0 in starts:
+                if len(pending) >= threads:
+                    pending.pop(0).result()
+                a = np.asarray(activations[:, j0:j0 + RANK_NEURON_BLOCK])
+                pending.append(pool.submit(block, a, j0))
+            for f in pending:
+                f.result()
     return RankStats(num=num, present=present, design=design)
 
 
