@@ -13,8 +13,11 @@ statistics:
   weights), so ``tp = (W_S * mask) @ Z_S[:, candidates]`` is a small product;
   concept and total weights ``W @ Z`` are shared by all neurons.
 * **rank** metrics (AUROC): weighted midranks per replicate from cumulative
-  weights in each neuron's fixed sort order, then ``(W * R) @ Z[:, candidates]``
-  in float64 (half-integers: exact, order-independent).
+  weights in each neuron's fixed sort order, then the sums ``sum_i w_i R_i z_ic``
+  over the positives of the candidate concepts (integer weights: exact integer
+  arithmetic, by the cheapest of a gather at the positives, a scipy sparse product
+  or a split float32 GEMM, neurons on one thread per CPU; real weights: a float64
+  product).
 * **generic**: the library's own statistics under ``sample_weight = W[b]``.
 
 With numba installed (``engine="numba"``, the default ``"auto"``),
