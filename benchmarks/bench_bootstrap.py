@@ -17,16 +17,16 @@ What is measured (targets: benchmarks/README.md, "Bootstrap"):
    ``neurocert.similarity(..., sample_weight=w)``, argmax) timed on a few replicates
    and **extrapolated** linearly to B. The loop's winners are checked against the
    engine's for the same replicates.
-2. AUROC, the same protocol. At full size the call runs with ``--auroc-boot``
-   replicates (default 100) and is **extrapolated** linearly to B (it would take
-   far longer than 15 minutes on the reference machine otherwise).
+2. AUROC, the same protocol, with the numpy and/or the numba engine; every one of
+   the B replicates runs unless ``--auroc-boot`` / ``--auroc-numba-boot`` ask for
+   fewer (then the time is **extrapolated** linearly to B, and the output says so).
 3. Peak memory of the IoU case with the activations memory-mapped from a ``.npy``
    file, in a fresh subprocess: ``VmHWM`` (RSS high-water mark of the child).
 
-``--profile`` adds a step-by-step breakdown of the replicate engines (an
-instrumented copy of the per-neuron loop of ``engine.count_engine`` /
-``engine.rank_engine``, checked to give the same winners) and a cProfile of the
-identification phase. The default JSON goes to benchmarks/out/ (git-ignored).
+``--profile`` adds a step-by-step breakdown of the IoU replicate engine (an
+instrumented copy of the per-neuron loop of ``engine.count_engine``, checked to
+give the same winners), an affine fit in B and a cProfile of the numpy AUROC
+engine on a neuron subset, and a cProfile of the identification phase. The default JSON goes to benchmarks/out/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ HERE = Path(__file__).resolve().parent
 
 SIZES = {
     "full": {"n_samples": 50_000, "n_neurons": 512, "n_concepts": 1_000, "n_planted": 400,
-             "n_boot": 1000, "iou_loop_reps": 10, "auroc_loop_reps": 3, "auroc_boot": 100,
+             "n_boot": 1000, "iou_loop_reps": 10, "auroc_loop_reps": 3,
              "profile_neurons_auroc": 64},
     "quick": {"n_samples": 5_000, "n_neurons": 64, "n_concepts": 100, "n_planted": 50,
-              "n_boot": 100, "iou_loop_reps": 10, "auroc_loop_reps": 3, "auroc_boot": 100,
+              "n_boot": 100, "iou_loop_reps": 10, "auroc_loop_reps": 3,
               "profile_neurons_auroc": 64},
 }
 TOP_FRAC = 0.005
@@ -246,48 +246,6 @@ def profile_count_engine(p, w, candidates, tracked, supports, neurons) -> tuple[
     return dict(st.t), win
 
 
-def profile_rank_engine(p, w, candidates, tracked, supports, neurons) -> tuple[dict, np.ndarray]:
-    """``engine.rank_engine`` step by step (same operations, same order)."""
-    st = Steps()
-    metric = p.metric
-    with st("Z >= 0.5 -> float32 copy (_binary_concepts)"):
-        zb = _engine._binary_concepts(p)
-    with st("W -> float64 + totals"):
-        wf = w.astype(np.float64)
-        totals = wf.sum(axis=1)
-    with st("W @ Z float64 GEMM (_concept_weights)"):
-        pw = _engine._concept_weights(zb, wf)
-    win = np.empty((w.shape[0], len(neurons)), np.int64)
-    for i, j in enumerate(neurons):
-        sup = supports[j]
-        cand = candidates[j]
-        with st("union1d(candidates, tracked)"):
-            cols = np.union1d(cand, tracked[j])
-        with st("gather W[:, order] (B x n float64)"):
-            ws = wf[:, sup.order]
-        with st("cumsum + before"):
-            cum = np.cumsum(ws, axis=1)
-            before = cum - ws
-        with st("midrank gathers before[:, start], cum[:, end]"):
-            r_sorted = 0.5 * (before[:, sup.start] + cum[:, sup.end])
-        with st("gather Z[order][:, cols] -> float64 (_rows, n x K)"):
-            zs = _engine._rows(zb, sup.order, cols).astype(np.float64)
-        with st("(R * W) @ Z_K float64 GEMM"):
-            num = (r_sorted * ws) @ zs
-        with st("AUROC formula + where"):
-            pos_w = pw[:, cols]
-            den = pos_w * (totals[:, None] - pos_w)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                auc = (num - 0.5 * pos_w * pos_w) / den
-            sim = np.where(den > 0, auc, np.nan)
-        with st("argmax_votes"):
-            idx = np.searchsorted(cols, cand)
-            win[:, i], _, _ = _engine.argmax_votes(sim[:, idx], cand, metric.lower, p.n_concepts)
-        with st("tracked values"):
-            _ = sim[:, np.searchsorted(cols, tracked[j])]
-    return dict(st.t), win
-
-
 def print_steps(steps: dict[str, float], scale: float = 1.0, indent: str = "    ") -> None:
     total = sum(steps.values())
     for name, t in sorted(steps.items(), key=lambda kv: -kv[1]):
@@ -384,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="timed calls of the IoU bootstrap and of its replicate part (median)")
     ap.add_argument("--auroc-boot", type=int, default=None,
-                    help="replicates of the AUROC call, extrapolated linearly to B "
-                         "(default: 100 at full size, B in --quick)")
+                    help="replicates of the numpy AUROC call, extrapolated linearly to B "
+                         "when fewer (default: all B)")
     ap.add_argument("--profile", action="store_true",
                     help="step breakdown of the replicate engines + cProfile of identification")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
@@ -398,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--auroc-numba-boot", type=int, default=None,
                     help="replicates of the numba AUROC call (default B), extrapolated to B")
     ap.add_argument("--memory-cases", default="iou",
-                    help="comma list of memory cases: iou, auroc (auroc runs the numba "
-                         "engine when installed; default: iou)")
+                    help="comma list of memory cases: iou, auroc (numba kernels when "
+                         "installed, numpy with --engine numpy; default: iou)")
     ap.add_argument("--n", type=int, default=None, help="samples (overrides the mode's size)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons (overrides)")
     ap.add_argument("--concepts", type=int, default=None, help="concepts (overrides)")
@@ -457,8 +415,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(engines)}")
 
     n, N, C, B = sz["n_samples"], sz["n_neurons"], sz["n_concepts"], sz["n_boot"]
-    b_auroc = min(B, args.auroc_boot if args.auroc_boot is not None
-                  else (sz["auroc_boot"] if full else B))
+    b_auroc = min(B, args.auroc_boot if args.auroc_boot is not None else B)
     b_numba = min(B, args.auroc_numba_boot if args.auroc_numba_boot is not None else B)
     print(f"\nMode {mode}: {N} neurons x {C} concepts x n = {n:,} samples, B = {B:,} replicates"
           f" (multinomial, rng=0, prune_epsilon={PRUNE_EPSILON:g})")
@@ -480,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                    {"numpy": b_auroc, "numba": b_numba})
     if not args.no_memory:
         for metric in [m.strip() for m in args.memory_cases.split(",") if m.strip()]:
-            memory_case(a, z, sz, results, full, metric, "numba" if numba_ok else "numpy")
+            memory_case(a, z, sz, results, full, metric,
+                        "numba" if numba_ok and args.engine != "numpy" else "numpy")
     summary(results, mode, sz, env)
     results["wall_s"] = time.perf_counter() - t_start
     results["loadavg_end_1_5_15"] = list(os.getloadavg())
@@ -655,62 +613,50 @@ def auroc_case(args, a, z, sz, results, full, env, engines, boots) -> None:
 
 
 def profile_auroc_numpy(a, z, sz, results, b_auroc) -> None:
-    """Step breakdown of the numpy AUROC engine (instrumented copy, subset of neurons)."""
+    """The numpy AUROC engine itself: an affine fit in B and a cProfile, on a neuron subset.
+
+    Runs ``bootstrap_explain(engine="numpy")`` on every ``N / k``-th neuron (k =
+    ``profile_neurons_auroc``) at two replicate counts; the fitted fixed and
+    per-replicate costs are scaled by ``N / k`` to the whole layer (the subset mixes
+    planted and noise neurons in the layer's proportion).
+    """
     N, B = sz["n_neurons"], sz["n_boot"]
     case = results["cases"]["auroc"]
-    res = run_bootstrap(a, z, "auroc", {}, b_auroc, "numpy")
-    tim = res.timings
-    setup = replicate_setup(a, z, "auroc", {}, res, "numpy")
     sub = list(range(0, N, max(1, N // sz["profile_neurons_auroc"])))[
         :sz["profile_neurons_auroc"]]
     scale = N / len(sub)
-    prof_steps = {}
+    a_sub = np.ascontiguousarray(a[:, sub])
+    times = {}
     for bb in sorted({max(1, b_auroc // 2), b_auroc}):
-        w, _ = weights(setup["p"], bb)
-        steps, pw = profile_rank_engine(setup["p"], w, setup["candidates"],
-                                        setup["tracked"], setup["engine"][1], sub)
-        ok = np.array_equal(pw, res.winners[:bb][:, sub])
-        shared = [k for k in steps if "GEMM (_concept" in k or "copy (_binary" in k
-                  or "totals" in k]
-        per_neuron = {k: v for k, v in steps.items() if k not in shared}
-        scaled = {**{k: steps[k] for k in shared},
-                  **{k: v * scale for k, v in per_neuron.items()}}
-        prof_steps[bb] = scaled
-        print(f"  [profile] rank_engine step by step, B = {bb}, {len(sub)} of {N} "
-              f"neurons, per-neuron steps scaled x{scale:g} to all neurons "
-              f"(winners identical to the call: {ok}):")
-        print_steps(scaled)
-        del w
-    try:
-        from threadpoolctl import threadpool_limits
-        w, _ = weights(setup["p"], b_auroc)
-        with threadpool_limits(1, user_api="blas"):
-            steps, _ = profile_rank_engine(setup["p"], w, setup["candidates"],
-                                           setup["tracked"], setup["engine"][1], sub)
-        del w
-        scaled1 = {k: (v if k in shared else v * scale) for k, v in steps.items()}
-        print(f"  [profile] the same, B = {b_auroc}, OpenBLAS limited to 1 thread:")
-        print_steps(scaled1)
-        case["profile_steps_blas1_s"] = scaled1
-    except ImportError:
-        pass
-    if len(prof_steps) == 2:
-        (b1, s1), (b2, s2) = sorted(prof_steps.items())
-        t1, t2 = sum(s1.values()), sum(s2.values())
-        slope = (t2 - t1) / (b2 - b1)
-        fixed = t1 - slope * b1
+        res = run_bootstrap(a_sub, z, "auroc", {}, bb, "numpy")
+        times[bb] = res.timings["bootstrap_s"]
+        print(f"  [profile] numpy engine on {len(sub)} of {N} neurons, B = {bb}: replicates "
+              f"{cm.fmt_s(times[bb])}, identify {cm.fmt_s(res.timings['identify_s'])}")
+    if len(times) == 2:
+        (b1, t1), (b2, t2) = sorted(times.items())
+        slope = (t2 - t1) / (b2 - b1) * scale
+        fixed = max(0.0, t1 * scale - slope * b1)
         est_aff = fixed + slope * B
-        print(f"  [profile] affine fit of the replicate part: {cm.fmt_s(fixed)} fixed + "
-              f"{cm.fmt_s(slope)}/replicate -> B = {B}: {cm.fmt_s(est_aff)} (+ identify "
-              f"{tim['identify_s']:.0f} s + weights)")
+        print(f"  [profile] affine fit scaled x{scale:g} to all neurons: {cm.fmt_s(fixed)} fixed "
+              f"+ {cm.fmt_s(slope)}/replicate -> B = {B}: {cm.fmt_s(est_aff)} (+ identify)")
         case["profile_affine"] = {"fixed_s": fixed, "per_rep_s": slope,
                                   "replicate_part_B_s": est_aff}
-    case["profile_steps_s"] = {str(k): v for k, v in prof_steps.items()}
+    pr = cProfile.Profile()
+    pr.enable()
+    run_bootstrap(a_sub, z, "auroc", {}, max(1, b_auroc // 2), "numpy")
+    pr.disable()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(18)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    first = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    print(f"  [profile] cProfile (tottime; the engine's worker threads are not profiled, "
+          f"their time shows as waits), {len(sub)} neurons, B = {max(1, b_auroc // 2)}:")
+    print("\n".join("    " + ln for ln in lines[first:]))
+    case["profile_times_s"] = {str(k): v for k, v in times.items()}
     print("  [profile] identification + pruning (bootstrap_explain with n_boot=1), "
           "cumulative:")
     prof = cprofile_identify(a, z, "auroc", {})
     print("\n".join("    " + ln for ln in prof.splitlines()))
-    del setup, res
 
 
 def memory_case(a, z, sz, results, full, metric: str = "iou", engine: str = "auto") -> None:
