@@ -23,3 +23,18 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("NEUROCERT_ARTIFACTS", "/tmp/neurocert-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster with 2 worker processes on 127.0.0.1, one per test module."""
+    distributed = pytest.importorskip("neurocert.distributed")
+    pytest.importorskip("distributed")
+    c = distributed.start_local_cluster(2, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None)
+    try:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+    finally:
+        c.close()
+        c.cluster.close()

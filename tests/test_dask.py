@@ -25,18 +25,6 @@ pytest.importorskip("zarr")
 
 
 @pytest.fixture(scope="module")
-def client():
-    c = distributed.start_local_cluster(2, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None)
-    try:
-        c.wait_for_workers(2, timeout=60)
-        yield c
-    finally:
-        c.close()
-        c.cluster.close()
-
-
-@pytest.fixture(scope="module")
 def layer(tmp_path_factory):
     rng = np.random.default_rng(11)
     n, n_neurons, n_concepts = 1200, 96, 8

@@ -36,18 +36,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture(scope="module")
-def client():
-    c = distributed.start_local_cluster(2, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None)
-    try:
-        c.wait_for_workers(2, timeout=60)
-        yield c
-    finally:
-        c.close()
-        c.cluster.close()
-
-
-@pytest.fixture(scope="module")
 def maps():
     acts, seg, _ = make_set(n=60, n_units=7, seed=3)
     return acts, seg
