@@ -567,11 +567,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     if mode != "bootstrap":
         fold_winners = _fold_winners(s, seed, n_folds)
         split_sets = split_conformal_sets(fold_winners, n_concepts, alpha, sim)
-    params = {**ident.parameters, "n_boot": int(n_boot), "alpha": alpha, "scheme": scheme,
-              "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
-              "seed_entropy": str(seed.entropy),
-              "seed_spawn_key": list(seed.spawn_key), "top": int(top),
-              "one_resample_for_all_neurons": True}
+    params = _explain_parameters(ident, n_boot=n_boot, alpha=alpha, scheme=scheme, mode=mode,
+                                 n_folds=n_folds, seed=seed, top=top)
     _no_bound_warning(function)
     timings = {"identify_s": t_boot - t0, "bootstrap_s": t_split - t_boot,
                "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0}
@@ -623,6 +620,16 @@ def _fold_weight(s: _Setup | _Resolved, folds: np.ndarray, f: int) -> np.ndarray
 def _label(sim: np.ndarray) -> np.ndarray:
     order = rank_concepts(sim)
     return np.where(np.isnan(sim).all(axis=1), -1, order[:, 0])
+
+
+def _explain_parameters(ident: IdentificationResult, *, n_boot: int, alpha: float, scheme: str,
+                        mode: str, n_folds: int | None, seed: np.random.SeedSequence,
+                        top: int) -> dict[str, Any]:
+    """``parameters`` of a CLIP-Dissect explanation (in memory and on the block backends)."""
+    return {**ident.parameters, "n_boot": int(n_boot), "alpha": alpha, "scheme": scheme,
+            "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
+            "seed_entropy": str(seed.entropy), "seed_spawn_key": list(seed.spawn_key),
+            "top": int(top), "one_resample_for_all_neurons": True}
 
 
 def _fold_winners(s: _Setup, seed: np.random.SeedSequence, n_folds: int) -> np.ndarray:

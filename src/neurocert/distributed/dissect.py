@@ -527,6 +527,7 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
     from ..dissect.clip import (
         _check_explain_options,
         _check_total,
+        _explain_parameters,
         _identification,
         _no_bound_warning,
         _options,
@@ -587,11 +588,8 @@ def clip_dissect_explain(activations: Any, concepts: Any, *, kind: str | None = 
             split_sets = split_conformal_sets(fold_winners, n_concepts, alpha, sim)
     votes = total_votes(counts) if counts else np.zeros((n_neurons, n_concepts + 1))
     empty = np.empty((0, n_neurons), np.int64)
-    params = {**ident.parameters, "n_boot": int(n_boot), "alpha": alpha, "scheme": scheme,
-              "mode": mode, "n_folds": n_folds if mode != "bootstrap" else None,
-              "seed_entropy": str(seed.entropy),
-              "seed_spawn_key": list(seed.spawn_key), "top": int(top),
-              "one_resample_for_all_neurons": True}
+    params = _explain_parameters(ident, n_boot=n_boot, alpha=alpha, scheme=scheme, mode=mode,
+                                 n_folds=n_folds, seed=seed, top=top)
     _no_bound_warning(function)
     timings = {"identify_s": t_boot - t0, "bootstrap_s": t_split - t_boot,
                "split_s": time.perf_counter() - t_split, "total_s": time.perf_counter() - t0,
