@@ -390,10 +390,16 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="array name inside an .npz activations file")
     p.add_argument("--key-concepts", default=None, metavar="K",
                    help="array name inside an .npz concepts file")
+    add_backend_arguments(p, "memory (default); blocks: stream neuron blocks out of core (a "
+                             "Zarr directory or .npy activations are read a block at a time); "
+                             "dask: run the blocks on a Dask cluster (identical results; "
+                             "docs/distributed.md)")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser, backend_help: str) -> None:
+    """``--backend {memory,blocks,dask}`` and ``--scheduler ADDR`` of a subcommand."""
     p.add_argument("--backend", choices=("memory", "blocks", "dask"), default="memory",
-                   help="memory (default); blocks: stream neuron blocks out of core (a Zarr "
-                        "directory or .npy activations are read a block at a time); dask: run "
-                        "the blocks on a Dask cluster (identical results; docs/distributed.md)")
+                   help=backend_help)
     p.add_argument("--scheduler", default=None, metavar="ADDR",
                    help="with --backend dask: scheduler address, e.g. tcp://10.0.0.1:8786 "
                         "(default: a local cluster of this machine)")

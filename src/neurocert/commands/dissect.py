@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import register
+from ..cli import add_backend_arguments, register
 from ..exceptions import ValidationError
 
 DEMOS = ("vision", "language")
@@ -72,13 +72,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                    help="broden-lite and activation caches (default $XDG_CACHE_HOME/neurocert "
                         "or ~/.cache/neurocert)")
-    p.add_argument("--backend", choices=("memory", "blocks", "dask"), default="memory",
-                   help="vision: where the NetDissect and soft-WPMI explanations run: memory "
-                        "(default), blocks of units, or a Dask cluster (identical results; "
-                        "docs/distributed.md)")
-    p.add_argument("--scheduler", default=None, metavar="ADDR",
-                   help="with --backend dask: scheduler address, e.g. tcp://10.0.0.1:8786 "
-                        "(default: a local cluster of this machine)")
+    add_backend_arguments(p, "vision: where the NetDissect and soft-WPMI explanations run: "
+                             "memory (default), blocks of units, or a Dask cluster (identical "
+                             "results; docs/distributed.md)")
 
 
 def _options(args: argparse.Namespace) -> dict:
