@@ -750,17 +750,7 @@ def _run_neurons(fn, order) -> list:
     the thread count. ``order``: most expensive first, for balance."""
     import numba
 
-    order = list(order)
-    threads = max(1, min(int(numba.get_num_threads()), len(order)))
-    if threads == 1:
-        return [fn(j) for j in order]
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(threads)
-    try:
-        return list(pool.map(fn, order))
-    finally:  # on Ctrl-C, drop the neurons not started yet instead of finishing them
-        pool.shutdown(wait=True, cancel_futures=True)
+    return _map_threads(fn, order, int(numba.get_num_threads()))
 
 
 def _tie_counts(winner_j: np.ndarray, n_tied_j: np.ndarray, ev_t: np.ndarray, ev_c: np.ndarray,
