@@ -86,7 +86,12 @@ from .bootstrap import prune_candidates
 from .bounds import confidence_limits
 from .engine import argmax_votes, total_votes
 from .exceptions import NoBoundWarning, ValidationError
-from .explanation import guarded_sets, prediction_sets, split_conformal_sets
+from .explanation import (
+    chosen_similarity,
+    guarded_sets,
+    prediction_sets,
+    split_conformal_sets,
+)
 from .identify import certified_sets, rank_concepts
 from .metrics import MetricOptions, _COUNT_SPECS, get_metric
 from .similarity import prepare
@@ -542,9 +547,7 @@ def guarded_sets_of(res: SetAnalysis, metric: str, alpha: float,
                     scheme: str = "multinomial") -> tuple[np.ndarray, ...]:
     """``bootstrap_explain(..., guard=True)``'s sets from an analysis (:func:`guarded_sets`)."""
     lower = get_metric(metric).lower
-    best = explain_identify(res.sim, lower)
-    rows = np.arange(best.size)
-    reference = np.where(best >= 0, res.sim[rows, np.maximum(best, 0)], lower)
+    reference = chosen_similarity(res.sim, explain_identify(res.sim, lower), lower)
     return guarded_sets(res.prob[scheme], res.sim, alpha, res.upper, reference)
 
 

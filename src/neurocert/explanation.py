@@ -68,6 +68,12 @@ def prediction_sets(prob: np.ndarray, sim: np.ndarray, alpha: float) -> tuple[np
     return tuple(out)
 
 
+def chosen_similarity(sim: np.ndarray, best: np.ndarray, lower: float) -> np.ndarray:
+    """The similarity of each neuron's chosen concept; ``lower`` where the choice is "none"."""
+    rows = np.arange(sim.shape[0])
+    return np.where(best >= 0, sim[rows, np.maximum(best, 0)], lower)
+
+
 def guarded_sets(prob: np.ndarray, sim: np.ndarray, alpha: float, upper: np.ndarray,
                  reference: np.ndarray) -> tuple[np.ndarray, ...]:
     """Bootstrap sets widened by the confidence limits (the "evidence guard").
@@ -293,9 +299,7 @@ class ExplanationResult:
             warnings.warn(f"metric {ident.metric!r} has no confidence limits; the guard adds "
                           "nothing", NoBoundWarning, stacklevel=2)
         n = ident.similarity.shape[0]
-        rows = np.arange(n)
-        reference = np.where(ident.best >= 0, ident.similarity[rows, np.maximum(ident.best, 0)],
-                             get_metric(ident.metric).lower)
+        reference = chosen_similarity(ident.similarity, ident.best, get_metric(ident.metric).lower)
         prob_all = np.concatenate([self.probabilities, self.none_probability[:, None]], axis=1)
         sets = guarded_sets(prob_all, ident.similarity, self.alpha, ident.upper, reference)
         self_in = np.array([int(ident.best[j]) in sets[j] for j in range(n)])
